@@ -1,0 +1,16 @@
+"""colt5_lightning: CoLT5 conditionally routed transformers, and a Lightning kit to train them."""
+from .layers import (
+    ConditionalRoutedAttention,
+    ConditionalRoutedAutoregressiveAttention,
+    ConditionalRoutedCrossAttention,
+    ConditionalRoutedFeedForward,
+    ConditionalRoutedImageAttention,
+    ConditionalRoutedTransformerBlock,
+)
+from .routing import Router, coor_descent
+
+__version__ = "0.1.0"
+
+__all__ = ["ConditionalRoutedAttention", "ConditionalRoutedAutoregressiveAttention",
+           "ConditionalRoutedCrossAttention", "ConditionalRoutedFeedForward",
+           "ConditionalRoutedImageAttention", "ConditionalRoutedTransformerBlock", "Router", "coor_descent"]

@@ -1,0 +1,70 @@
+"""ConditionalRoutedAttention: local attention for every token plus full attention among the
+top-k routed queries and top-k routed key/values."""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+from torch import Tensor, nn
+
+from .. import _checks
+from ..routing import Router
+from .heavy_attention import HeavyAttention
+from .local_attention import LocalAttention
+from .routed_common import count, make_router
+
+
+class RoutedAttentionBase(nn.Module):
+    """Norm, the two routers and the heavy branch; subclasses supply the light branch and routing."""
+
+    def __init__(self, dim: int, *, num_heavy_tokens_q: int, num_heavy_tokens_kv: int,
+                 num_routed_kv: int = 1, light_dim_head: int = 64, light_heads: int = 8,
+                 light_window_size: int = 128, heavy_dim_head: int = 64, heavy_heads: int = 8,
+                 router_straight_through: bool = False, router_type: str = "coor_descent",
+                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs",
+                 causal_segment: Optional[int] = None):
+        super().__init__()
+        self.dim = _checks.positive_int("dim", dim)
+        self.num_heavy_tokens_q = _checks.positive_int("num_heavy_tokens_q", num_heavy_tokens_q)
+        self.num_heavy_tokens_kv = _checks.positive_int("num_heavy_tokens_kv", num_heavy_tokens_kv)
+        _checks.positive_int("num_routed_kv", num_routed_kv)
+        self.light_window_size = _checks.positive_int("light_window_size", light_window_size)
+        self.light_heads, self.light_dim_head = light_heads, light_dim_head
+        self.norm = nn.LayerNorm(dim)
+        self.heavy = HeavyAttention(dim, heads=heavy_heads, dim_head=heavy_dim_head,
+                                    num_kv_routes=num_routed_kv, kv_scaling=kv_scaling)
+        common = dict(router_type=router_type, straight_through=router_straight_through,
+                      router_kwargs=router_kwargs)
+        self.q_router = make_router(dim, causal_segment=causal_segment, **common)
+        self.kv_router = make_router(dim, num_routing_tokens=num_routed_kv, **common)
+
+    def _counts(self, q, kv):
+        return (count("num_heavy_tokens_q", q, self.num_heavy_tokens_q),
+                count("num_heavy_tokens_kv", kv, self.num_heavy_tokens_kv))
+
+    def _heavy(self, x: Tensor, mask: Optional[Tensor], k_q, k_kv, light_out: Tensor) -> Tensor:
+        """Routes queries and key/values of normalised x (b, n, dim), adds the heavy output to light_out."""
+        q_routing = self.q_router(x, num_tokens=k_q, mask=mask)
+        kv_routing = self.kv_router(x, num_tokens=k_kv, mask=mask)
+        heavy = self.heavy(q_routing.tokens[:, 0], kv_routing.tokens, kv_routing.weights, kv_routing.routed_mask)
+        return Router.scatter(q_routing, heavy.unsqueeze(1), light_out)
+
+
+class ConditionalRoutedAttention(RoutedAttentionBase):
+    """x (b, n, dim) -> (b, n, dim). The light branch attends within blocks of `light_window_size`
+    and their neighbours; the heavy branch attends among routed tokens, its output scaled by the
+    query router's weight and, with kv_scaling='inputs' (the paper), its key/value inputs by the
+    kv router's weight ('values' scales projected values only, as colt5-attention does)."""
+
+    def __init__(self, dim: int, **kwargs):
+        super().__init__(dim, **kwargs)
+        self.light = LocalAttention(dim, heads=self.light_heads, dim_head=self.light_dim_head,
+                                    window_size=self.light_window_size)
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None,
+                num_heavy_tokens_q: Union[int, Tensor, None] = None,
+                num_heavy_tokens_kv: Union[int, Tensor, None] = None) -> Tensor:
+        _checks.features("x", x, self.dim)
+        mask = _checks.mask_for("mask", mask, x.shape[:2], "x (batch, seq)")
+        k_q, k_kv = self._counts(num_heavy_tokens_q, num_heavy_tokens_kv)
+        x = self.norm(x)
+        return self._heavy(x, mask, k_q, k_kv, self.light(x, mask))

@@ -1,0 +1,50 @@
+"""ConditionalRoutedAutoregressiveAttention: a causal routed attention.
+
+No output at position t depends on an input after t, including through which tokens are
+routed: queries are routed by CausalRouter, key/values by a soft top-k inside each segment,
+and a routed query sees only routed keys of earlier segments (the light branch covers its own
+and the previous block, causally).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import Tensor
+
+from .. import _checks
+from ..routing import Router
+from ..routing.causal import route_within_segments
+from .attention import RoutedAttentionBase
+from .local_attention import LocalAttention
+
+
+class ConditionalRoutedAutoregressiveAttention(RoutedAttentionBase):
+    """Takes ConditionalRoutedAttention's arguments; token counts are budgets for the whole
+    sequence, spread over segments of `heavy_segment_size` (default: light_window_size)."""
+
+    def __init__(self, dim: int, *, heavy_segment_size: Optional[int] = None, **kwargs):
+        window = kwargs.get("light_window_size", 128)
+        segment = window if heavy_segment_size is None else heavy_segment_size
+        self.segment_size = _checks.positive_int("heavy_segment_size", segment)
+        super().__init__(dim, causal_segment=self.segment_size, **kwargs)
+        self.light = LocalAttention(dim, heads=self.light_heads, dim_head=self.light_dim_head,
+                                    window_size=self.light_window_size, causal=True)
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None, num_heavy_tokens_q: Optional[int] = None,
+                num_heavy_tokens_kv: Optional[int] = None) -> Tensor:
+        _checks.features("x", x, self.dim)
+        mask = _checks.mask_for("mask", mask, x.shape[:2], "x (batch, seq)")
+        k_q, k_kv = self._counts(num_heavy_tokens_q, num_heavy_tokens_kv)
+        if not isinstance(k_kv, int):
+            raise TypeError("num_heavy_tokens_kv must be an int for causal attention")
+        x = self.norm(x)
+        out = self.light(x, mask)
+        q_routing = self.q_router(x, num_tokens=k_q, mask=mask)
+        kv_routing = route_within_segments(self.kv_router, x, num_tokens=k_kv,
+                                           segment_size=self.segment_size, mask=mask)
+        q_segment = q_routing.indices[:, 0] // self.segment_size  # (b, m_q)
+        kv_segment = kv_routing.indices // self.segment_size      # (b, r, m_kv)
+        earlier = kv_segment.unsqueeze(1) < q_segment.view(*q_segment.shape, 1, 1)  # (b, m_q, r, m_kv)
+        heavy = self.heavy(q_routing.tokens[:, 0], kv_routing.tokens, kv_routing.weights,
+                           kv_routing.routed_mask, attn_mask=earlier)
+        return Router.scatter(q_routing, heavy.unsqueeze(1), out)

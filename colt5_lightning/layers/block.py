@@ -1,0 +1,41 @@
+"""ConditionalRoutedTransformerBlock: routed attention then routed feed-forward, each residual."""
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import Tensor, nn
+
+from .attention import ConditionalRoutedAttention
+from .autoregressive import ConditionalRoutedAutoregressiveAttention
+from .feedforward import ConditionalRoutedFeedForward
+
+
+class ConditionalRoutedTransformerBlock(nn.Module):
+    """x (b, n, dim) -> (b, n, dim). causal=True builds it from the autoregressive attention and a
+    causally routed feed-forward, so a stack of such blocks is a decoder that never sees ahead."""
+
+    def __init__(self, dim: int, *, num_heavy_attn_tokens_q: int, num_heavy_attn_tokens_kv: int,
+                 num_heavy_ff_tokens: int, light_dim_head: int = 64, light_heads: int = 8,
+                 light_window_size: int = 128, heavy_dim_head: int = 64, heavy_heads: int = 8,
+                 light_ff_mult: float = 0.5, heavy_ff_mult: float = 4, num_routed_kv: int = 1,
+                 router_straight_through: bool = False, router_type: str = "coor_descent",
+                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs", causal: bool = False):
+        super().__init__()
+        routing = dict(router_straight_through=router_straight_through, router_type=router_type,
+                       router_kwargs=router_kwargs)
+        attention = ConditionalRoutedAutoregressiveAttention if causal else ConditionalRoutedAttention
+        self.causal = causal
+        self.attn = attention(dim, num_heavy_tokens_q=num_heavy_attn_tokens_q,
+                              num_heavy_tokens_kv=num_heavy_attn_tokens_kv, num_routed_kv=num_routed_kv,
+                              light_dim_head=light_dim_head, light_heads=light_heads,
+                              light_window_size=light_window_size, heavy_dim_head=heavy_dim_head,
+                              heavy_heads=heavy_heads, kv_scaling=kv_scaling, **routing)
+        self.ff = ConditionalRoutedFeedForward(dim, num_heavy_tokens=num_heavy_ff_tokens,
+                                               light_ff_mult=light_ff_mult, heavy_ff_mult=heavy_ff_mult,
+                                               causal=causal, causal_segment_size=light_window_size, **routing)
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None, num_heavy_attn_tokens_q=None,
+                num_heavy_attn_tokens_kv=None, num_heavy_ff_tokens=None) -> Tensor:
+        x = x + self.attn(x, mask=mask, num_heavy_tokens_q=num_heavy_attn_tokens_q,
+                          num_heavy_tokens_kv=num_heavy_attn_tokens_kv)
+        return x + self.ff(x, mask=mask, num_heavy_tokens=num_heavy_ff_tokens)

@@ -1,0 +1,68 @@
+"""Heavy-branch attention: full attention among routed queries and routed key/values.
+
+Key/values may come in r routed sets (multi-head routing); heads are split evenly between
+them. A learned null key/value per head keeps rows with no valid key well defined.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import _checks
+
+KV_SCALINGS = ("inputs", "values")
+
+
+class HeavyAttention(nn.Module):
+    """queries (b, m_q, dim), kv (b, r, m_kv, dim_context) with weights (b, r, m_kv) -> (b, m_q, dim).
+
+    kv_scaling='inputs' multiplies the key/value inputs by the kv router weight (the paper);
+    'values' multiplies only the projected values (colt5-attention's behaviour).
+    """
+
+    def __init__(self, dim: int, *, heads: int, dim_head: int, num_kv_routes: int = 1,
+                 dim_context: Optional[int] = None, kv_scaling: str = "inputs"):
+        super().__init__()
+        self.heads = _checks.positive_int("heavy_heads", heads)
+        self.dim_head = _checks.positive_int("heavy_dim_head", dim_head)
+        self.num_kv_routes = _checks.positive_int("num_routed_kv", num_kv_routes)
+        _checks.divisible("heavy_heads", heads, "the number of key/value routes", num_kv_routes)
+        self.kv_scaling = _checks.one_of("kv_scaling", kv_scaling, KV_SCALINGS)
+        dim_context = dim if dim_context is None else dim_context
+        self.to_q = nn.Linear(dim, heads * dim_head, bias=False)
+        # route j's key/value projection serves heads [j·h/r, (j+1)·h/r)
+        self.kv_weight = nn.Parameter(torch.randn(2, num_kv_routes, (heads // num_kv_routes) * dim_head,
+                                                  dim_context) * dim_context ** -0.5)
+        self.null_kv = nn.Parameter(torch.randn(2, heads, 1, dim_head) * dim_head ** -0.5)
+        self.to_out = nn.Linear(heads * dim_head, dim, bias=False)
+
+    def forward(self, queries: Tensor, kv: Tensor, kv_weights: Tensor, kv_mask: Tensor,
+                attn_mask: Optional[Tensor] = None) -> Tensor:
+        """attn_mask (b, m_q, r, m_kv) restricts which routed keys each query sees (causal routing)."""
+        b, m_q, _ = queries.shape
+        _, r, m_kv, _ = kv.shape
+        h, hr, d = self.heads, self.heads // r, self.dim_head
+        q = self.to_q(queries).view(b, m_q, h, d).transpose(1, 2)
+        w = kv_weights.unsqueeze(-1)
+        if self.kv_scaling == "inputs":
+            kv = kv * w.to(kv.dtype)
+        weight = self.kv_weight
+        if torch.is_autocast_enabled(kv.device.type):
+            weight = weight.to(torch.get_autocast_dtype(kv.device.type))
+        kv = torch.einsum("brmc,trec->tbrme", kv.to(weight.dtype), weight)  # (2, b, r, m_kv, hr·d)
+        k, v = kv.view(2, b, r, m_kv, hr, d).permute(0, 1, 2, 4, 3, 5).reshape(2, b, h, m_kv, d)
+        if self.kv_scaling == "values":
+            v = v * w.view(b, r, 1, m_kv, 1).expand(b, r, hr, m_kv, 1).reshape(b, h, m_kv, 1).to(v.dtype)
+        null_k, null_v = (t.to(k.dtype).unsqueeze(0).expand(b, -1, -1, -1) for t in self.null_kv)
+        k = torch.cat((null_k, k), dim=2)
+        v = torch.cat((null_v, v), dim=2)
+        mask = kv_mask.view(b, r, 1, 1, m_kv).expand(b, r, hr, 1, m_kv).reshape(b, h, 1, m_kv)
+        if attn_mask is not None:
+            per_route = attn_mask.permute(0, 2, 1, 3).unsqueeze(2)  # (b, r, 1, m_q, m_kv)
+            mask = mask & per_route.expand(b, r, hr, m_q, m_kv).reshape(b, h, m_q, m_kv)
+        mask = F.pad(mask, (1, 0), value=True)  # the null key is always visible
+        out = F.scaled_dot_product_attention(q, k, v.to(q.dtype), attn_mask=mask)
+        return self.to_out(out.transpose(1, 2).reshape(b, m_q, h * d))

@@ -1,0 +1,44 @@
+"""ConditionalRoutedImageAttention: routed attention over feature maps."""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+from torch import Tensor
+
+from .. import _checks
+from .attention import RoutedAttentionBase
+from .local_attention import WindowAttention2d
+
+
+class ConditionalRoutedImageAttention(RoutedAttentionBase):
+    """x (b, h, w, dim), or (b, dim, h, w) with channel_first=True, -> same layout. The light
+    branch attends within light_window_size × light_window_size tiles; the heavy branch routes
+    queries and key/values over the whole map. mask (b, h, w) marks valid pixels."""
+
+    def __init__(self, dim: int, *, channel_first: bool = False, **kwargs):
+        super().__init__(dim, **kwargs)
+        self.channel_first = bool(channel_first)
+        self.light = WindowAttention2d(dim, heads=self.light_heads, dim_head=self.light_dim_head,
+                                       window_size=self.light_window_size)
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None,
+                num_heavy_tokens_q: Union[int, Tensor, None] = None,
+                num_heavy_tokens_kv: Union[int, Tensor, None] = None) -> Tensor:
+        layout = "(batch, dim, height, width)" if self.channel_first else "(batch, height, width, dim)"
+        if self.channel_first:
+            _checks.features("x", x.movedim(1, -1) if x.ndim == 4 else x, self.dim, rank=4, layout=layout)
+            x = x.movedim(1, -1)
+        else:
+            _checks.features("x", x, self.dim, rank=4, layout=layout)
+        b, h, w, d = x.shape
+        win = self.light_window_size
+        if h % win or w % win:
+            raise ValueError(f"image height and width ({h}, {w}) must be divisible by light_window_size ({win})")
+        mask = _checks.mask_for("mask", mask, (b, h, w), "the image (batch, height, width)")
+        k_q, k_kv = self._counts(num_heavy_tokens_q, num_heavy_tokens_kv)
+        x = self.norm(x)
+        light = self.light(x, mask)
+        flat_mask = None if mask is None else mask.reshape(b, h * w)
+        out = self._heavy(x.reshape(b, h * w, d), flat_mask, k_q, k_kv, light.reshape(b, h * w, d))
+        out = out.view(b, h, w, d)
+        return out.movedim(-1, 1) if self.channel_first else out

@@ -1,0 +1,115 @@
+"""The learned router: scores tokens against routing token(s), solves a soft top-k, selects.
+
+A Router knows nothing about logging. Its forward returns a `Routing` holding everything a
+monitor needs, so a forward hook (see training.RouterMonitor) can read statistics at no cost
+to models that are not monitored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from .. import _checks
+from .gather import gather_tokens, scatter_add_tokens
+from .soft_topk import coor_descent, cum_softmax_topk, ideal_num_selected, sinkhorn_topk
+
+ROUTER_TYPES = ("coor_descent", "sinkhorn", "cum_softmax")
+
+
+@dataclass
+class Routing:
+    """One routing decision for a batch. r = routing tokens, m = selected slots per route."""
+
+    indices: Tensor       # (b, r, m) long: positions in the sequence
+    weights: Tensor       # (b, r, m) float32: weight of each slot, 0 on invalid slots
+    routed_mask: Tensor   # (b, r, m) bool: slot holds a real (unmasked, within-k) token
+    tokens: Tensor        # (b, r, m, d): the gathered inputs
+    scores: Tensor        # (b, r, n) float32: raw router scores
+    all_weights: Tensor   # (b, r, n) float32: soft top-k weights over the whole sequence
+    num_tokens: Union[int, Tensor]  # the k asked for (int or (b,))
+
+
+class Router(nn.Module):
+    """Scores x (b, n, d) with `num_routing_tokens` learned vectors and keeps the top tokens.
+
+    router_type: 'coor_descent' (the paper's), 'sinkhorn' (optimal transport) or 'cum_softmax'.
+    During training ⌈k·over_fetch⌉ tokens are selected (the paper lets 9/8·k carry weight).
+    straight_through: the forward weight is 1 for selected tokens, the gradient the soft weight's.
+    """
+
+    def __init__(self, dim: int, *, num_routing_tokens: int = 1, router_type: str = "coor_descent",
+                 straight_through: bool = False, over_fetch: float = 9 / 8, n_iters: Optional[int] = None,
+                 eps: Optional[float] = None, eps_init: Optional[float] = 4.0, eps_decay: float = 0.7,
+                 fused: Optional[bool] = None):
+        super().__init__()
+        self.dim = _checks.positive_int("dim", dim)
+        self.num_routing_tokens = _checks.positive_int("num_routing_tokens", num_routing_tokens)
+        self.router_type = _checks.one_of("router_type", router_type, ROUTER_TYPES)
+        if not over_fetch >= 1.0:
+            raise ValueError(f"over_fetch must be >= 1, got {over_fetch}")
+        self.straight_through = bool(straight_through)
+        self.over_fetch = float(over_fetch)
+        defaults = {"coor_descent": (20, 0.03), "sinkhorn": (30, 0.05), "cum_softmax": (1, 1.0)}[router_type]
+        self.n_iters = _checks.positive_int("n_iters", defaults[0] if n_iters is None else n_iters)
+        self.eps = _checks.positive_number("eps", defaults[1] if eps is None else eps)
+        self.eps_init = eps_init
+        self.eps_decay = eps_decay
+        self.fused = fused
+        self.routing_tokens = nn.Parameter(torch.randn(num_routing_tokens, dim) * dim ** -0.5)
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, num_routing_tokens={self.num_routing_tokens}, "
+                f"router_type={self.router_type!r}, straight_through={self.straight_through}")
+
+    def score(self, x: Tensor) -> Tensor:
+        """Router scores (b, r, n) in float32, autocast or not."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return torch.einsum("bnd,rd->brn", x.float(), self.routing_tokens.float())
+
+    def soft_topk(self, scores: Tensor, k, mask: Optional[Tensor]) -> Tensor:
+        if self.router_type == "coor_descent":
+            return coor_descent(scores, k=k, n_iters=self.n_iters, eps=self.eps, eps_init=self.eps_init,
+                                eps_decay=self.eps_decay, mask=mask, fused=self.fused)
+        if self.router_type == "sinkhorn":
+            return sinkhorn_topk(scores, k=k, n_iters=self.n_iters, eps=self.eps, mask=mask)
+        return cum_softmax_topk(scores, k=k, mask=mask)
+
+    def forward(self, x: Tensor, *, num_tokens: Union[int, Tensor], mask: Optional[Tensor] = None) -> Routing:
+        _checks.features("x", x, self.dim)
+        b, n, _ = x.shape
+        mask = _checks.mask_for("mask", mask, (b, n), "x (batch, seq)")
+        k = _checks.token_count("num_tokens", num_tokens)
+        r = self.num_routing_tokens
+        scores = self.score(x)
+        valid = None if mask is None else mask.unsqueeze(1).expand(b, r, n)
+        k_rows = k.to(x.device).repeat_interleave(r) if isinstance(k, Tensor) else k
+        all_weights = self.soft_topk(scores.reshape(b * r, n), k_rows,
+                                     None if valid is None else valid.reshape(b * r, n)).view(b, r, n)
+
+        selected = ideal_num_selected(k, self.over_fetch if self.training else 1.0)
+        if isinstance(selected, Tensor):
+            m = min(n, int(selected.max()))  # per-sample k needs one host sync for the shape
+        else:
+            m = min(n, selected)
+        m = max(m, 1)
+        ranked = scores if valid is None else scores.masked_fill(~valid, float("-inf"))
+        indices = ranked.topk(m, dim=-1, sorted=isinstance(selected, Tensor)).indices
+        routed_mask = torch.ones_like(indices, dtype=torch.bool) if valid is None else valid.gather(-1, indices)
+        if isinstance(selected, Tensor):
+            slot = torch.arange(m, device=x.device)
+            routed_mask = routed_mask & (slot < selected.to(x.device).view(b, 1, 1))
+        weights = all_weights.gather(-1, indices)
+        if self.straight_through:
+            weights = weights + (1.0 - weights).detach()
+        weights = weights * routed_mask
+        return Routing(indices=indices, weights=weights, routed_mask=routed_mask,
+                       tokens=gather_tokens(x, indices), scores=scores, all_weights=all_weights,
+                       num_tokens=k)
+
+    @staticmethod
+    def scatter(routing: Routing, values: Tensor, out: Tensor) -> Tensor:
+        """Adds values (b, r, m, d), scaled by the routing weights, at the routed positions of out."""
+        return scatter_add_tokens(out, routing.indices, values * routing.weights.unsqueeze(-1).to(values.dtype))
