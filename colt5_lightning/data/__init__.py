@@ -1,0 +1,20 @@
+"""Lightning data modules for routed-transformer experiments.
+
+Language modelling (batches ``{"input_ids", "targets"}``, targets -100 where unscored):
+:class:`ByteTextDataModule`, :class:`PasskeyDataModule`.
+Classification (batches ``{"inputs", "label"}`` plus ``"mask"`` for padded tokens):
+:class:`ListOpsDataModule`, :class:`PathfinderDataModule`, :class:`FeatureMapDataModule`.
+"""
+from .byte_text import ByteTextDataModule
+from .feature_maps import FeatureMapDataModule
+from .listops import ListOpsDataModule
+from .passkey import PasskeyDataModule
+from .pathfinder import PathfinderDataModule
+
+__all__ = [
+    "ByteTextDataModule",
+    "FeatureMapDataModule",
+    "ListOpsDataModule",
+    "PasskeyDataModule",
+    "PathfinderDataModule",
+]
