@@ -12,42 +12,52 @@ from .. import _checks
 
 
 def _shift_blocks(x: Tensor, offset: int, fill) -> Tensor:
-    """Blocks (..., nw, w, d): offset +1 gives each block its predecessor, -1 its successor."""
-    nw = x.shape[-3]
-    padded = F.pad(x, (0, 0, 0, 0) + ((1, 0) if offset > 0 else (0, 1)), value=fill)
-    return padded[..., :nw, :, :] if offset > 0 else padded[..., 1:, :, :]
+    """Blocks (b, nw, w, ...): offset 1 gives each block its predecessor, -1 its successor, 0 itself."""
+    if offset == 0:
+        return x
+    nw = x.shape[1]
+    pad = [0, 0] * (x.ndim - 2) + ([1, 0] if offset > 0 else [0, 1])
+    padded = F.pad(x, pad, value=fill)
+    return padded[:, :nw] if offset > 0 else padded[:, 1:]
 
 
 def blocked_local_attention(q: Tensor, k: Tensor, v: Tensor, *, window: int, causal: bool,
                             key_mask: Optional[Tensor] = None) -> Tensor:
-    """q, k, v (b, h, n, d). Tokens are cut into blocks of `window`; each block attends to
-    itself and its neighbours (previous and next, or only previous when causal, with a causal
-    mask). A query always sees itself, so padded queries give finite (ignored) outputs."""
-    b, h, n, d = q.shape
+    """q, k, v (b, n, h, d) -> (b, n, h, d). Tokens are cut into blocks of `window`; each block
+    attends to itself and its neighbours (previous and next, or only previous with a causal mask
+    when causal). A query always sees itself, so padded queries give finite (ignored) outputs.
+
+    Blocks are folded into the batch so SDPA sees plain 4-D tensors (b·blocks, h, w, d): that
+    keeps CPU and GPU on their fused kernels instead of the materialising math path.
+    """
+    b, n, h, d = q.shape
     pad = (-n) % window
     if key_mask is None:
         key_mask = torch.ones(b, n, dtype=torch.bool, device=q.device)
     if pad:
-        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+        q, k, v = (F.pad(t, (0, 0, 0, 0, 0, pad)) for t in (q, k, v))
         key_mask = F.pad(key_mask, (0, pad), value=False)
     nw = (n + pad) // window
-    q, k, v = (t.view(b, h, nw, window, d) for t in (q, k, v))
-    km = key_mask.view(b, 1, nw, window, 1)
+    q, k, v = (t.view(b, nw, window, h, d) for t in (q, k, v))
+    km = key_mask.view(b, nw, window)
 
-    neighbours = [1, 0] if causal else [1, 0, -1]
-    ks = torch.cat([k if o == 0 else _shift_blocks(k, o, 0.0) for o in neighbours], dim=-2)
-    vs = torch.cat([v if o == 0 else _shift_blocks(v, o, 0.0) for o in neighbours], dim=-2)
-    kms = torch.cat([km if o == 0 else _shift_blocks(km, o, False) for o in neighbours], dim=-2)
+    neighbours = (1, 0) if causal else (1, 0, -1)
+    ks = torch.cat([_shift_blocks(k, o, 0.0) for o in neighbours], dim=2)  # (b, nw, L, h, d)
+    vs = torch.cat([_shift_blocks(v, o, 0.0) for o in neighbours], dim=2)
+    kms = torch.cat([_shift_blocks(km.unsqueeze(-1), o, False).squeeze(-1) for o in neighbours], dim=2)
 
     qi = torch.arange(window, device=q.device).view(window, 1)
     kj = torch.arange(len(neighbours) * window, device=q.device).view(1, -1)
-    self_pos = qi + window  # the query's own slot among the keys (the current block is second)
-    allowed = kms.squeeze(-1).unsqueeze(-2)  # (b, 1, nw, 1, L)
-    if causal:
-        allowed = allowed & (kj <= self_pos)
-    allowed = allowed | (kj == self_pos)
-    out = F.scaled_dot_product_attention(q, ks, vs, attn_mask=allowed)
-    return out.reshape(b, h, nw * window, d)[:, :, :n]
+    self_pos = qi + window  # the query's own slot among the keys (its block comes second)
+    structure = (kj <= self_pos) if causal else torch.ones_like(kj, dtype=torch.bool)
+    allowed = (kms.unsqueeze(-2) & structure) | (kj == self_pos)  # (b, nw, w, L)
+
+    def fold(t: Tensor) -> Tensor:  # (b, nw, len, h, d) -> (b·nw, h, len, d)
+        return t.reshape(b * nw, t.shape[2], h, d).transpose(1, 2)
+
+    out = F.scaled_dot_product_attention(fold(q), fold(ks), fold(vs),
+                                         attn_mask=allowed.view(b * nw, 1, window, -1))
+    return out.transpose(1, 2).reshape(b, nw * window, h, d)[:, :n]
 
 
 def window_attention_2d(q: Tensor, k: Tensor, v: Tensor, *, window: int,
@@ -55,9 +65,9 @@ def window_attention_2d(q: Tensor, k: Tensor, v: Tensor, *, window: int,
     """q, k, v (b, h, H, W, d): attention inside non-overlapping window×window tiles."""
     b, h, H, W, d = q.shape
 
-    def tiles(t: Tensor) -> Tensor:
-        t = t.reshape(b, h, H // window, window, W // window, window, -1)
-        return t.permute(0, 1, 2, 4, 3, 5, 6).reshape(b, h, -1, window * window, t.shape[-1])
+    def tiles(t: Tensor) -> Tensor:  # (b, heads or 1, H, W, c) -> (b, heads or 1, tiles, window², c)
+        t = t.reshape(b, t.shape[1], H // window, window, W // window, window, -1)
+        return t.permute(0, 1, 2, 4, 3, 5, 6).reshape(b, t.shape[1], -1, window * window, t.shape[-1])
 
     mask = None
     if key_mask is not None:
@@ -83,9 +93,9 @@ class LocalAttention(nn.Module):
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         b, n, _ = x.shape
-        q, k, v = self.to_qkv(x).view(b, n, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)
+        q, k, v = self.to_qkv(x).view(b, n, 3, self.heads, self.dim_head).unbind(2)
         out = blocked_local_attention(q, k, v, window=self.window_size, causal=self.causal, key_mask=mask)
-        return self.to_out(out.transpose(1, 2).reshape(b, n, -1))
+        return self.to_out(out.reshape(b, n, -1))
 
 
 class WindowAttention2d(nn.Module):
