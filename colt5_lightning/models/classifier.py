@@ -1,0 +1,62 @@
+"""CoLT5SequenceClassifier: a non-causal routed encoder over token ids, mean-pooled to classes.
+
+token embedding + learned positions -> CoLT5Encoder -> mean over valid tokens -> linear head.
+Used for ListOps-style tasks, where sequences are padded and `mask` marks the real tokens.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from .. import _checks
+from .encoder import CoLT5Encoder
+
+
+def masked_mean(x: Tensor, mask: Optional[Tensor]) -> Tensor:
+    """Mean of x (b, n, d) over the valid tokens of mask (b, n) -> (b, d)."""
+    if mask is None:
+        return x.mean(dim=1)
+    weights = mask.unsqueeze(-1).to(x.dtype)
+    return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+
+class CoLT5SequenceClassifier(nn.Module):
+    """input_ids (b, n) long, mask (b, n) bool or None -> logits (b, num_classes)."""
+
+    def __init__(self, vocab_size: int, num_classes: int, max_seq_len: int = 2048, dim: int = 256,
+                 depth: int = 4, *, num_heavy_attn_tokens_q: int = 64, num_heavy_attn_tokens_kv: int = 64,
+                 num_heavy_ff_tokens: int = 64, light_dim_head: int = 64, light_heads: int = 4,
+                 light_window_size: int = 64, heavy_dim_head: int = 64, heavy_heads: int = 4,
+                 light_ff_mult: float = 0.5, heavy_ff_mult: float = 4.0, num_routed_kv: int = 1,
+                 router_straight_through: bool = False, router_type: str = "coor_descent",
+                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs", dense: bool = False):
+        super().__init__()
+        self.vocab_size = _checks.positive_int("vocab_size", vocab_size)
+        self.num_classes = _checks.positive_int("num_classes", num_classes)
+        self.max_seq_len = _checks.positive_int("max_seq_len", max_seq_len)
+        self.tok_emb = nn.Embedding(vocab_size, dim)
+        self.pos_emb = nn.Parameter(torch.zeros(max_seq_len, dim))
+        self.encoder = CoLT5Encoder(
+            dim, depth, num_heavy_attn_tokens_q=num_heavy_attn_tokens_q,
+            num_heavy_attn_tokens_kv=num_heavy_attn_tokens_kv, num_heavy_ff_tokens=num_heavy_ff_tokens,
+            light_dim_head=light_dim_head, light_heads=light_heads, light_window_size=light_window_size,
+            heavy_dim_head=heavy_dim_head, heavy_heads=heavy_heads, light_ff_mult=light_ff_mult,
+            heavy_ff_mult=heavy_ff_mult, num_routed_kv=num_routed_kv,
+            router_straight_through=router_straight_through, router_type=router_type,
+            router_kwargs=router_kwargs, kv_scaling=kv_scaling, causal=False, dense=dense)
+        self.head = nn.Linear(dim, num_classes)
+        nn.init.normal_(self.tok_emb.weight, std=0.02)
+        nn.init.normal_(self.pos_emb, std=0.02)
+
+    def forward(self, input_ids: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        if not isinstance(input_ids, Tensor) or input_ids.ndim != 2 or input_ids.dtype != torch.long:
+            raise ValueError("input_ids must be a LongTensor of shape (batch, seq_len), got "
+                             f"{getattr(input_ids, 'dtype', type(input_ids).__name__)} "
+                             f"{tuple(getattr(input_ids, 'shape', ()))}")
+        n = input_ids.shape[1]
+        if n > self.max_seq_len:
+            raise ValueError(f"input length {n} exceeds max_seq_len {self.max_seq_len}")
+        x = self.encoder(self.tok_emb(input_ids) + self.pos_emb[:n], mask)
+        return self.head(masked_mean(x, mask))

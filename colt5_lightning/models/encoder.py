@@ -1,0 +1,67 @@
+"""CoLT5Encoder: a stack of conditionally routed transformer blocks with a final LayerNorm.
+
+`dense=True` swaps every routed block for a dense pre-norm block of the same width and depth
+(full attention with heavy_heads × heavy_dim_head, feed-forward hidden = dim · heavy_ff_mult),
+so routed and dense models can be compared under one config.
+"""
+from __future__ import annotations
+
+from typing import Optional, Union
+
+from torch import Tensor, nn
+
+from .. import _checks
+from ..layers import ConditionalRoutedTransformerBlock, DenseTransformerBlock
+
+
+class CoLT5Encoder(nn.Module):
+    """x (b, n, dim) -> (b, n, dim). mask (b, n) marks valid tokens.
+
+    causal=True builds decoder blocks: no output depends on a later input, including through
+    routing. For causal blocks the heavy token counts are budgets for the whole sequence,
+    spread over segments of light_window_size; segment 0 routes nothing.
+    """
+
+    def __init__(self, dim: int = 256, depth: int = 4, *,
+                 num_heavy_attn_tokens_q: int = 64, num_heavy_attn_tokens_kv: int = 64,
+                 num_heavy_ff_tokens: int = 64, light_dim_head: int = 64, light_heads: int = 4,
+                 light_window_size: int = 64, heavy_dim_head: int = 64, heavy_heads: int = 4,
+                 light_ff_mult: float = 0.5, heavy_ff_mult: float = 4.0, num_routed_kv: int = 1,
+                 router_straight_through: bool = False, router_type: str = "coor_descent",
+                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs",
+                 causal: bool = False, dense: bool = False):
+        super().__init__()
+        self.dim = _checks.positive_int("dim", dim)
+        self.depth = _checks.positive_int("depth", depth)
+        self.causal = bool(causal)
+        self.dense = bool(dense)
+        if dense:
+            blocks = [DenseTransformerBlock(dim, heads=heavy_heads, dim_head=heavy_dim_head, ff_mult=heavy_ff_mult,
+                                            causal=causal) for _ in range(depth)]
+        else:
+            blocks = [ConditionalRoutedTransformerBlock(
+                dim, num_heavy_attn_tokens_q=num_heavy_attn_tokens_q,
+                num_heavy_attn_tokens_kv=num_heavy_attn_tokens_kv, num_heavy_ff_tokens=num_heavy_ff_tokens,
+                light_dim_head=light_dim_head, light_heads=light_heads, light_window_size=light_window_size,
+                heavy_dim_head=heavy_dim_head, heavy_heads=heavy_heads, light_ff_mult=light_ff_mult,
+                heavy_ff_mult=heavy_ff_mult, num_routed_kv=num_routed_kv,
+                router_straight_through=router_straight_through, router_type=router_type,
+                router_kwargs=router_kwargs, kv_scaling=kv_scaling, causal=causal) for _ in range(depth)]
+        self.blocks = nn.ModuleList(blocks)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor, mask: Optional[Tensor] = None,
+                num_heavy_attn_tokens_q: Union[int, Tensor, None] = None,
+                num_heavy_attn_tokens_kv: Union[int, Tensor, None] = None,
+                num_heavy_ff_tokens: Union[int, Tensor, None] = None) -> Tensor:
+        """Token-count overrides apply to every routed block (a dense stack ignores them)."""
+        _checks.features("x", x, self.dim)
+        mask = _checks.mask_for("mask", mask, x.shape[:2], "x (batch, seq)")
+        for block in self.blocks:
+            if self.dense:
+                x = block(x, mask)
+            else:
+                x = block(x, mask, num_heavy_attn_tokens_q=num_heavy_attn_tokens_q,
+                          num_heavy_attn_tokens_kv=num_heavy_attn_tokens_kv,
+                          num_heavy_ff_tokens=num_heavy_ff_tokens)
+        return self.norm(x)

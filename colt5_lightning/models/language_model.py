@@ -1,0 +1,112 @@
+"""CoLT5LanguageModel: a decoder-only language model built from causally routed blocks.
+
+token embedding + learned absolute positions -> N causal blocks -> LayerNorm -> logits.
+
+Positions are learned absolute embeddings (as in GPT-2 / nanoGPT): the routed layers own their
+query/key projections, so rotary embeddings would have to be threaded through every layer,
+while an additive table needs nothing from them and suits a model whose context is cropped to
+max_seq_len when generating.
+
+Routed token counts are budgets for a max_seq_len-long sequence. A shorter input (a prompt
+while generating) gets proportionally fewer, so the density of routed tokens per segment is
+the same at any length.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import _checks
+from .encoder import CoLT5Encoder
+
+
+class CoLT5LanguageModel(nn.Module):
+    """input_ids (b, n) long -> logits (b, n, vocab_size); position t sees only tokens <= t."""
+
+    def __init__(self, vocab_size: int = 256, max_seq_len: int = 1024, dim: int = 256, depth: int = 4, *,
+                 num_heavy_attn_tokens_q: int = 64, num_heavy_attn_tokens_kv: int = 64,
+                 num_heavy_ff_tokens: int = 64, light_dim_head: int = 64, light_heads: int = 4,
+                 light_window_size: int = 64, heavy_dim_head: int = 64, heavy_heads: int = 4,
+                 light_ff_mult: float = 0.5, heavy_ff_mult: float = 4.0, num_routed_kv: int = 1,
+                 router_straight_through: bool = False, router_type: str = "coor_descent",
+                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs",
+                 tie_embeddings: bool = True, dense: bool = False):
+        super().__init__()
+        self.vocab_size = _checks.positive_int("vocab_size", vocab_size)
+        self.max_seq_len = _checks.positive_int("max_seq_len", max_seq_len)
+        self.dense = bool(dense)
+        self.budgets = dict(num_heavy_attn_tokens_q=num_heavy_attn_tokens_q,
+                            num_heavy_attn_tokens_kv=num_heavy_attn_tokens_kv,
+                            num_heavy_ff_tokens=num_heavy_ff_tokens)
+        self.tok_emb = nn.Embedding(vocab_size, dim)
+        self.pos_emb = nn.Parameter(torch.zeros(max_seq_len, dim))
+        self.encoder = CoLT5Encoder(
+            dim, depth, light_dim_head=light_dim_head, light_heads=light_heads,
+            light_window_size=light_window_size, heavy_dim_head=heavy_dim_head, heavy_heads=heavy_heads,
+            light_ff_mult=light_ff_mult, heavy_ff_mult=heavy_ff_mult, num_routed_kv=num_routed_kv,
+            router_straight_through=router_straight_through, router_type=router_type,
+            router_kwargs=router_kwargs, kv_scaling=kv_scaling, causal=True, dense=dense, **self.budgets)
+        self.head = nn.Linear(dim, vocab_size, bias=False)
+        nn.init.normal_(self.tok_emb.weight, std=0.02)
+        nn.init.normal_(self.pos_emb, std=0.02)
+        if tie_embeddings:
+            self.head.weight = self.tok_emb.weight
+
+    def _scaled_budgets(self, n: int) -> dict:
+        """Token counts for an n-long input: the max_seq_len budgets scaled by n / max_seq_len."""
+        if self.dense or n == self.max_seq_len:
+            return {}
+        return {name: max(1, math.ceil(k * n / self.max_seq_len)) for name, k in self.budgets.items()}
+
+    def forward(self, input_ids: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        if not isinstance(input_ids, Tensor) or input_ids.ndim != 2 or input_ids.dtype != torch.long:
+            raise ValueError("input_ids must be a LongTensor of shape (batch, seq_len), got "
+                             f"{getattr(input_ids, 'dtype', type(input_ids).__name__)} "
+                             f"{tuple(getattr(input_ids, 'shape', ()))}")
+        b, n = input_ids.shape
+        if n > self.max_seq_len:
+            raise ValueError(f"input length {n} exceeds max_seq_len {self.max_seq_len}")
+        x = self.tok_emb(input_ids) + self.pos_emb[:n]
+        x = self.encoder(x, mask, **self._scaled_budgets(n))
+        return self.head(x)
+
+    @torch.no_grad()
+    def generate(self, prompt_ids: Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: Optional[int] = None, generator: Optional[torch.Generator] = None) -> Tensor:
+        """Samples max_new_tokens after prompt_ids (b, t) -> (b, t + max_new_tokens).
+
+        The context is cropped to the last max_seq_len tokens. temperature 0 picks the most
+        likely token; top_k keeps only the k most likely. Runs in eval mode, restoring the
+        previous mode afterwards. `generator` makes sampling reproducible without touching
+        the global random state.
+        """
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if top_k is not None and (not isinstance(top_k, int) or top_k <= 0):
+            raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
+        if prompt_ids.ndim != 2 or prompt_ids.shape[1] == 0:
+            raise ValueError(f"prompt_ids must have shape (batch, t) with t >= 1, got {tuple(prompt_ids.shape)}")
+        was_training = self.training
+        self.eval()
+        try:
+            ids = prompt_ids
+            for _ in range(max_new_tokens):
+                logits = self(ids[:, -self.max_seq_len:])[:, -1, :].float()
+                if temperature == 0:
+                    next_id = logits.argmax(-1, keepdim=True)
+                else:
+                    logits = logits / temperature
+                    if top_k is not None:
+                        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+                        logits = logits.masked_fill(logits < kth, float("-inf"))
+                    next_id = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+                ids = torch.cat((ids, next_id), dim=1)
+            return ids
+        finally:
+            self.train(was_training)

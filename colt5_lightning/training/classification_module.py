@@ -1,0 +1,139 @@
+"""Classification: one training loop, two flat-argument front ends.
+
+Batches are {"inputs": ..., "label": (B,) long} plus, for padded token sequences, "mask":
+(B, T) bool. Logs train/loss, train/acc (per step), val/loss, val/acc and test/loss,
+test/acc (per epoch).
+
+- SequenceClassificationModule builds a CoLT5SequenceClassifier (ListOps: inputs are token
+  ids (B, T)).
+- ImageClassificationModule builds a CoLT5ImageClassifier (Pathfinder: inputs are images
+  (B, C, H, W)).
+- ClassificationModule takes any model that maps inputs (and mask) to logits, e.g. from YAML
+  through `model: {class_path: ..., init_args: ...}`.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import Accuracy
+from torchmetrics.aggregation import MeanMetric
+
+from ..models import CoLT5ImageClassifier, CoLT5SequenceClassifier
+from .optim import check_optim_args, configure_adamw
+
+
+class ClassificationModule(pl.LightningModule):
+    """Cross-entropy training of `model` (inputs[, mask] -> logits (B, num_classes))."""
+
+    def __init__(self, model: nn.Module, num_classes: int, lr: float = 1e-3, weight_decay: float = 0.05,
+                 betas: Tuple[float, float] = (0.9, 0.98), warmup_steps: int = 100,
+                 max_steps: Optional[int] = None, min_lr_ratio: float = 0.01):
+        super().__init__()
+        # the subclasses' flat arguments are collected too; a passed-in model is saved in the weights
+        self.save_hyperparameters(ignore=["model"])
+        check_optim_args(lr=lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps,
+                         max_steps=max_steps, min_lr_ratio=min_lr_ratio)
+        self.model = model
+        self.optim_args = dict(lr=lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps,
+                               max_steps=max_steps, min_lr_ratio=min_lr_ratio)
+        self.train_acc = Accuracy(task="multiclass", num_classes=num_classes)
+        self.val_acc = Accuracy(task="multiclass", num_classes=num_classes)
+        self.test_acc = Accuracy(task="multiclass", num_classes=num_classes)
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
+
+    def forward(self, inputs: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.model(inputs) if mask is None else self.model(inputs, mask)
+
+    def _step(self, batch: dict) -> Tuple[torch.Tensor, torch.Tensor]:
+        logits = self(batch["inputs"], batch.get("mask"))
+        return F.cross_entropy(logits.float(), batch["label"]), logits
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, logits = self._step(batch)
+        self.train_acc(logits, batch["label"])
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=True, on_epoch=False)
+        return loss
+
+    def _evaluate(self, batch: dict, stage: str) -> None:
+        loss, logits = self._step(batch)
+        getattr(self, f"{stage}_loss").update(loss, weight=batch["label"].shape[0])
+        getattr(self, f"{stage}_acc").update(logits, batch["label"])
+
+    def _log_epoch(self, stage: str) -> None:
+        loss_metric, acc_metric = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
+        self.log_dict({f"{stage}/loss": loss_metric.compute(), f"{stage}/acc": acc_metric.compute()},
+                      prog_bar=stage == "val", sync_dist=True)
+        loss_metric.reset()
+        acc_metric.reset()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def configure_optimizers(self):
+        return configure_adamw(self.model, self.trainer, **self.optim_args)
+
+
+class SequenceClassificationModule(ClassificationModule):
+    """Token-sequence classification (ListOps) with a CoLT5SequenceClassifier built from flat
+    args (see that class), then the optimizer's (see training.optim)."""
+
+    def __init__(self, vocab_size: int, num_classes: int, max_seq_len: int = 2048, dim: int = 256,
+                 depth: int = 4, num_heavy_attn_tokens_q: int = 64, num_heavy_attn_tokens_kv: int = 64,
+                 num_heavy_ff_tokens: int = 64, light_dim_head: int = 64, light_heads: int = 4,
+                 light_window_size: int = 64, heavy_dim_head: int = 64, heavy_heads: int = 4,
+                 light_ff_mult: float = 0.5, heavy_ff_mult: float = 4.0, num_routed_kv: int = 1,
+                 router_straight_through: bool = False, router_type: str = "coor_descent",
+                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs", dense: bool = False,
+                 lr: float = 1e-3, weight_decay: float = 0.05, betas: Tuple[float, float] = (0.9, 0.98),
+                 warmup_steps: int = 100, max_steps: Optional[int] = None, min_lr_ratio: float = 0.01):
+        model = CoLT5SequenceClassifier(
+            vocab_size, num_classes, max_seq_len, dim, depth, num_heavy_attn_tokens_q=num_heavy_attn_tokens_q,
+            num_heavy_attn_tokens_kv=num_heavy_attn_tokens_kv, num_heavy_ff_tokens=num_heavy_ff_tokens,
+            light_dim_head=light_dim_head, light_heads=light_heads, light_window_size=light_window_size,
+            heavy_dim_head=heavy_dim_head, heavy_heads=heavy_heads, light_ff_mult=light_ff_mult,
+            heavy_ff_mult=heavy_ff_mult, num_routed_kv=num_routed_kv,
+            router_straight_through=router_straight_through, router_type=router_type,
+            router_kwargs=router_kwargs, kv_scaling=kv_scaling, dense=dense)
+        super().__init__(model, num_classes, lr=lr, weight_decay=weight_decay, betas=betas,
+                         warmup_steps=warmup_steps, max_steps=max_steps, min_lr_ratio=min_lr_ratio)
+
+
+class ImageClassificationModule(ClassificationModule):
+    """Image classification (Pathfinder) with a CoLT5ImageClassifier built from flat args (see
+    that class), then the optimizer's (see training.optim)."""
+
+    def __init__(self, image_size: int = 32, in_channels: int = 1, num_classes: int = 2, patch_size: int = 1,
+                 dim: int = 128, depth: int = 4, num_heavy_attn_tokens_q: int = 64,
+                 num_heavy_attn_tokens_kv: int = 64, num_heavy_ff_tokens: int = 64, light_dim_head: int = 32,
+                 light_heads: int = 4, light_window_size: int = 8, heavy_dim_head: int = 32,
+                 heavy_heads: int = 4, light_ff_mult: float = 0.5, heavy_ff_mult: float = 4.0,
+                 num_routed_kv: int = 1, router_straight_through: bool = False,
+                 router_type: str = "coor_descent", router_kwargs: Optional[dict] = None,
+                 kv_scaling: str = "inputs", dense: bool = False,
+                 lr: float = 1e-3, weight_decay: float = 0.05, betas: Tuple[float, float] = (0.9, 0.98),
+                 warmup_steps: int = 100, max_steps: Optional[int] = None, min_lr_ratio: float = 0.01):
+        model = CoLT5ImageClassifier(
+            image_size, in_channels, num_classes, patch_size, dim, depth,
+            num_heavy_attn_tokens_q=num_heavy_attn_tokens_q, num_heavy_attn_tokens_kv=num_heavy_attn_tokens_kv,
+            num_heavy_ff_tokens=num_heavy_ff_tokens, light_dim_head=light_dim_head, light_heads=light_heads,
+            light_window_size=light_window_size, heavy_dim_head=heavy_dim_head, heavy_heads=heavy_heads,
+            light_ff_mult=light_ff_mult, heavy_ff_mult=heavy_ff_mult, num_routed_kv=num_routed_kv,
+            router_straight_through=router_straight_through, router_type=router_type,
+            router_kwargs=router_kwargs, kv_scaling=kv_scaling, dense=dense)
+        super().__init__(model, num_classes, lr=lr, weight_decay=weight_decay, betas=betas,
+                         warmup_steps=warmup_steps, max_steps=max_steps, min_lr_ratio=min_lr_ratio)

@@ -1,0 +1,119 @@
+"""LanguageModelModule: trains CoLT5LanguageModel on next-token prediction.
+
+Batches are {"input_ids": (B, T) long, "targets": (B, T) long}, targets -100 where unscored.
+Logs train/loss every step and, per validation epoch, val/loss (mean over scored tokens),
+val/bpb (val/loss / ln 2: bits per token, which is bits per byte for the byte vocabulary) and
+val/ppl (exp val/loss). After each validation epoch it samples `sample_length` tokens after
+`sample_prompt` (UTF-8 bytes), logs the text to TensorBoard when a TensorBoardLogger is
+attached, and keeps it in `last_sample`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Optional, Tuple
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import TensorBoardLogger
+from torchmetrics.aggregation import MeanMetric
+
+from ..models import CoLT5LanguageModel
+from .optim import check_optim_args, configure_adamw
+
+log = logging.getLogger(__name__)
+
+
+class LanguageModelModule(pl.LightningModule):
+    """The model's arguments are flat init args (see CoLT5LanguageModel), followed by the
+    optimizer's (see training.optim) and the sampling settings. `seq_len` is the model's
+    max_seq_len: the longest context it is trained on and generates from."""
+
+    def __init__(self, vocab_size: int = 256, seq_len: int = 1024, dim: int = 256, depth: int = 4,
+                 num_heavy_attn_tokens_q: int = 64, num_heavy_attn_tokens_kv: int = 64,
+                 num_heavy_ff_tokens: int = 64, light_dim_head: int = 64, light_heads: int = 4,
+                 light_window_size: int = 64, heavy_dim_head: int = 64, heavy_heads: int = 4,
+                 light_ff_mult: float = 0.5, heavy_ff_mult: float = 4.0, num_routed_kv: int = 1,
+                 router_straight_through: bool = False, router_type: str = "coor_descent",
+                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs",
+                 tie_embeddings: bool = True, dense: bool = False,
+                 lr: float = 1e-3, weight_decay: float = 0.1, betas: Tuple[float, float] = (0.9, 0.95),
+                 warmup_steps: int = 100, max_steps: Optional[int] = None, min_lr_ratio: float = 0.1,
+                 sample_prompt: str = "def ", sample_length: int = 128, sample_temperature: float = 0.8,
+                 sample_top_k: Optional[int] = 32, sample_seed: int = 0):
+        super().__init__()
+        self.save_hyperparameters()
+        check_optim_args(lr=lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps,
+                         max_steps=max_steps, min_lr_ratio=min_lr_ratio)
+        if not isinstance(sample_length, int) or sample_length < 0:
+            raise ValueError(f"sample_length must be a non-negative int (0 disables samples), got {sample_length!r}")
+        self.model = CoLT5LanguageModel(
+            vocab_size=vocab_size, max_seq_len=seq_len, dim=dim, depth=depth,
+            num_heavy_attn_tokens_q=num_heavy_attn_tokens_q, num_heavy_attn_tokens_kv=num_heavy_attn_tokens_kv,
+            num_heavy_ff_tokens=num_heavy_ff_tokens, light_dim_head=light_dim_head, light_heads=light_heads,
+            light_window_size=light_window_size, heavy_dim_head=heavy_dim_head, heavy_heads=heavy_heads,
+            light_ff_mult=light_ff_mult, heavy_ff_mult=heavy_ff_mult, num_routed_kv=num_routed_kv,
+            router_straight_through=router_straight_through, router_type=router_type,
+            router_kwargs=router_kwargs, kv_scaling=kv_scaling, tie_embeddings=tie_embeddings, dense=dense)
+        self.val_loss = MeanMetric()
+        self.last_sample: Optional[str] = None
+
+    def forward(self, input_ids: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.model(input_ids, mask)
+
+    def _loss(self, batch: dict) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Mean cross-entropy over scored targets, and how many targets were scored."""
+        logits = self(batch["input_ids"], batch.get("mask"))
+        targets = batch["targets"]
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+        return loss, (targets != -100).sum()
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, _ = self._loss(batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss, count = self._loss(batch)
+        if count > 0:
+            self.val_loss.update(loss, weight=count)
+
+    def on_validation_epoch_end(self) -> None:
+        loss = self.val_loss.compute()  # synchronised across processes by torchmetrics
+        self.val_loss.reset()
+        self.log_dict({"val/loss": loss, "val/bpb": loss / math.log(2), "val/ppl": torch.exp(loss)},
+                      prog_bar=True, sync_dist=True)
+        if not self.trainer.sanity_checking and self.hparams.sample_length > 0:
+            self._log_sample()
+
+    def sample(self, prompt: Optional[str] = None, length: Optional[int] = None) -> str:
+        """Decodes `length` sampled bytes after `prompt` (UTF-8, undecodable bytes replaced)."""
+        hp = self.hparams
+        prompt = hp.sample_prompt if prompt is None else prompt
+        length = hp.sample_length if length is None else length
+        ids = list(prompt.encode("utf-8")) or [ord("\n")]
+        generator = torch.Generator(device=self.device).manual_seed(hp.sample_seed)
+        out = self.model.generate(torch.tensor([ids], device=self.device), length,
+                                  temperature=hp.sample_temperature, top_k=hp.sample_top_k,
+                                  generator=generator)
+        return bytes(t for t in out[0].tolist() if t < 256).decode("utf-8", errors="replace")
+
+    def _log_sample(self) -> None:
+        # every process samples (a sharded model needs all of them in each forward); rank 0 logs
+        if self.hparams.vocab_size < 256:
+            return  # not a byte vocabulary: the prompt's bytes would not be tokens
+        text = self.sample()
+        if not self.trainer.is_global_zero:
+            return
+        self.last_sample = text
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_text("samples", "```\n" + text + "\n```", self.global_step)
+        log.info("sample at step %d: %r", self.global_step, text)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        return configure_adamw(self.model, self.trainer, lr=hp.lr, weight_decay=hp.weight_decay, betas=hp.betas,
+                               warmup_steps=hp.warmup_steps, max_steps=hp.max_steps,
+                               min_lr_ratio=hp.min_lr_ratio)

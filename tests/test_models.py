@@ -1,0 +1,157 @@
+"""Models: shapes, causality, generation, the dense switch and argument checks (tiny, CPU)."""
+import pytest
+import torch
+
+from colt5_lightning.layers import ConditionalRoutedTransformerBlock, DenseTransformerBlock
+from colt5_lightning.models import (CoLT5Encoder, CoLT5ImageClassifier, CoLT5LanguageModel,
+                                    CoLT5SequenceClassifier)
+from colt5_lightning.routing import ROUTER_TYPES, Router
+from colt5_lightning.routing.causal import CausalRouter
+
+TINY = dict(dim=32, depth=2, num_heavy_attn_tokens_q=8, num_heavy_attn_tokens_kv=8, num_heavy_ff_tokens=8,
+            light_dim_head=8, light_heads=2, light_window_size=8, heavy_dim_head=8, heavy_heads=2)
+VARIANTS = [dict(router_type=t) for t in ROUTER_TYPES] + [dict(dense=True)]
+VARIANT_IDS = list(ROUTER_TYPES) + ["dense"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny ops run fastest on one thread; extra threads only spin on a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def lm(**kwargs):
+    torch.manual_seed(0)
+    return CoLT5LanguageModel(vocab_size=64, max_seq_len=32, **{**TINY, **kwargs})
+
+
+def routers(module):
+    return [m for m in module.modules() if isinstance(m, (Router, CausalRouter))]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_lm_logits_shape(variant):
+    model = lm(**variant)
+    assert model(torch.randint(0, 64, (3, 32))).shape == (3, 32, 64)
+    assert model(torch.randint(0, 64, (3, 13))).shape == (3, 13, 64)  # shorter than max_seq_len
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_lm_is_causal(variant, train):
+    model = lm(**variant).train(train)
+    ids = torch.randint(0, 64, (2, 32))
+    base = model(ids)
+    for t in (3, 9, 17, 26):  # inside the first segment, and at/after segment borders
+        changed = ids.clone()
+        changed[:, t + 1:] = torch.randint(0, 64, changed[:, t + 1:].shape)
+        out = model(changed)
+        torch.testing.assert_close(out[:, :t + 1], base[:, :t + 1], atol=1e-5, rtol=1e-5)
+
+
+def test_lm_routes_in_its_blocks():
+    model = lm()
+    assert all(isinstance(b, ConditionalRoutedTransformerBlock) and b.causal for b in model.encoder.blocks)
+    assert len(routers(model)) == 3 * TINY["depth"]
+
+
+def test_lm_tied_head_shares_the_embedding():
+    model = lm(tie_embeddings=True)
+    assert model.head.weight is model.tok_emb.weight
+    assert lm(tie_embeddings=False).head.weight is not lm(tie_embeddings=False).tok_emb.weight
+
+
+@pytest.mark.parametrize("variant", [{}, dict(dense=True)], ids=["routed", "dense"])
+def test_generate_shape_and_greedy_top_k_1(variant):
+    model = lm(**variant)
+    prompt = torch.randint(0, 64, (2, 5))
+    out = model.generate(prompt, 7, top_k=1)
+    assert out.shape == (2, 12) and out.dtype == torch.long
+    assert torch.equal(out[:, :5], prompt)
+    assert torch.equal(out, model.generate(prompt, 7, top_k=1))
+    assert torch.equal(out, model.generate(prompt, 7, temperature=0.0))
+
+
+def test_generate_crops_context_and_restores_mode():
+    model = lm().train()
+    prompt = torch.randint(0, 64, (1, 40))  # longer than max_seq_len = 32
+    out = model.generate(prompt, 3, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(1))
+    assert out.shape == (1, 43)
+    assert model.training
+    again = model.generate(prompt, 3, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(out, again)
+
+
+def test_generate_rejects_bad_arguments():
+    model = lm()
+    prompt = torch.randint(0, 64, (1, 4))
+    for kwargs in (dict(max_new_tokens=-1), dict(max_new_tokens=2, top_k=0), dict(max_new_tokens=2, temperature=-1)):
+        with pytest.raises(ValueError):
+            model.generate(prompt, **kwargs)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_sequence_classifier_ignores_padding(variant):
+    torch.manual_seed(0)
+    model = CoLT5SequenceClassifier(vocab_size=20, num_classes=10, max_seq_len=48, **{**TINY, **variant}).eval()
+    ids = torch.randint(0, 20, (2, 40))
+    mask = torch.ones(2, 40, dtype=torch.bool)
+    mask[1, 27:] = False
+    logits = model(ids, mask)
+    assert logits.shape == (2, 10)
+    changed = ids.clone()
+    changed[1, 27:] = torch.randint(0, 20, (13,))
+    torch.testing.assert_close(model(changed, mask), logits, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_image_classifier_takes_channel_first_images(variant):
+    torch.manual_seed(0)
+    model = CoLT5ImageClassifier(image_size=16, in_channels=3, num_classes=5, patch_size=2,
+                                 **{**TINY, "light_window_size": 4, **variant})
+    logits = model(torch.randn(2, 3, 16, 16))
+    assert logits.shape == (2, 5)
+    logits.sum().backward()
+    assert model.stem.weight.grad is not None
+
+
+def test_encoder_shape_with_mask():
+    encoder = CoLT5Encoder(**TINY)
+    mask = torch.ones(2, 24, dtype=torch.bool)
+    mask[0, 20:] = False
+    assert encoder(torch.randn(2, 24, 32), mask).shape == (2, 24, 32)
+
+
+def test_dense_switch_keeps_width_and_depth():
+    routed, dense = CoLT5Encoder(**TINY), CoLT5Encoder(**TINY, dense=True)
+    assert len(routed.blocks) == len(dense.blocks) == TINY["depth"]
+    assert all(isinstance(b, DenseTransformerBlock) for b in dense.blocks)
+    assert not routers(dense) and routers(routed)
+    assert dense.norm.normalized_shape == routed.norm.normalized_shape == (32,)
+    block = dense.blocks[0]
+    assert block.attn.heads == TINY["heavy_heads"] and block.attn.dim_head == TINY["heavy_dim_head"]
+    assert block.ff[0].out_features == 32 * 4  # hidden = dim · heavy_ff_mult
+
+
+@pytest.mark.parametrize("build, match", [
+    (lambda: CoLT5ImageClassifier(image_size=15, patch_size=2, **TINY), "patch_size"),
+    (lambda: CoLT5ImageClassifier(image_size=24, patch_size=2, **TINY), "light_window_size"),
+    (lambda: CoLT5LanguageModel(vocab_size=0), "vocab_size"),
+    (lambda: CoLT5Encoder(**{**TINY, "router_type": "nope"}), "router_type"),
+], ids=["patch", "window", "vocab", "router_type"])
+def test_bad_arguments_raise(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="max_seq_len"):
+        lm()(torch.randint(0, 64, (1, 33)))
+    with pytest.raises(ValueError, match="LongTensor"):
+        lm()(torch.randn(1, 8))
+    image = CoLT5ImageClassifier(image_size=16, in_channels=3, patch_size=2, **{**TINY, "light_window_size": 4})
+    with pytest.raises(ValueError, match="shape"):
+        image(torch.randn(1, 1, 16, 16))
