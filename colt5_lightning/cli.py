@@ -1,0 +1,129 @@
+"""The `colt5` command: LightningCLI (fit / validate / test / predict) plus `colt5 sample`.
+
+    colt5 fit --config recipes/language_modeling/cpu.yaml
+    colt5 fit --config configs/trainer/gpu_bf16.yaml --config recipes/language_modeling/byte_lm_8k.yaml
+    colt5 sample --ckpt_path logs/byte_lm/checkpoints/last.ckpt --prompt "def " --length 200
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from typing import List, Optional
+
+import lightning.pytorch as pl
+from jsonargparse import lazy_instance
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from .training import RouterMonitor
+
+# What a DataModule knows that the model must agree with: data attribute -> model init args.
+DATA_TO_MODEL = {
+    "vocab_size": ("vocab_size",),
+    "seq_len": ("seq_len", "max_seq_len"),
+    "num_classes": ("num_classes",),
+    "image_size": ("image_size",),
+    "in_channels": ("in_channels",),
+}
+
+
+class CoLT5CLI(LightningCLI):
+    """LightningCLI with omegaconf interpolation, a last.ckpt-keeping checkpoint, the router
+    monitor, and the model's data-dependent sizes filled in from the DataModule."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0})
+        parser.add_lightning_class_args(RouterMonitor, "router_monitor")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        link_data_to_model(config)
+
+
+def link_data_to_model(config) -> None:
+    """Copies vocabulary size, sequence length, image size... from the data to the model config.
+
+    The data is the one source of these sizes: its values replace the model's, so a model never
+    disagrees with the batches it is fed. The DataModule is built once here to read them (cheap:
+    datasets are made in setup).
+    """
+    data_cfg, model_cfg = config.get("data"), config.get("model")
+    if not data_cfg or not model_cfg or not data_cfg.get("class_path") or not model_cfg.get("class_path"):
+        return
+    data = _import(data_cfg["class_path"])(**dict(data_cfg.get("init_args") or {}))
+    model_params = inspect.signature(_import(model_cfg["class_path"]).__init__).parameters
+    init_args = model_cfg["init_args"]
+    for data_attr, targets in DATA_TO_MODEL.items():
+        if not hasattr(type(data), data_attr) and data_attr not in vars(data):
+            continue
+        value = getattr(data, data_attr)
+        for target in targets:
+            if target in model_params:
+                init_args[target] = value
+
+
+def _import(class_path: str):
+    module, _, name = class_path.rpartition(".")
+    return getattr(__import__(module, fromlist=[name]), name)
+
+
+def cli(args: Optional[List[str]] = None, run: bool = True) -> CoLT5CLI:
+    return CoLT5CLI(
+        model_class=pl.LightningModule,
+        datamodule_class=pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        parser_kwargs={"parser_mode": "omegaconf"},
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults=TRAINER_DEFAULTS,
+        args=args,
+        run=run,
+    )
+
+
+TRAINER_DEFAULTS = {
+    "logger": [lazy_instance(TensorBoardLogger, save_dir="logs", name="colt5"),
+               lazy_instance(CSVLogger, save_dir="logs", name="colt5")],
+    "callbacks": [lazy_instance(RichProgressBar)],
+}
+
+
+def sample(args: List[str]) -> str:
+    """colt5 sample: text from a language-model checkpoint."""
+    from .data.byte_codec import decode, encode
+    from .training import LanguageModelModule
+
+    parser = argparse.ArgumentParser(prog="colt5 sample", description="Sample text from a language-model checkpoint.")
+    parser.add_argument("--ckpt_path", required=True)
+    parser.add_argument("--prompt", default="def ")
+    parser.add_argument("--length", type=int, default=200, help="number of new bytes")
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--top_k", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    opts = parser.parse_args(args)
+    if opts.length <= 0:
+        parser.error(f"--length must be positive, got {opts.length}")
+    pl.seed_everything(opts.seed, verbose=False)
+    module = LanguageModelModule.load_from_checkpoint(opts.ckpt_path, map_location="cpu")
+    prompt = encode(opts.prompt).unsqueeze(0)
+    out = module.model.generate(prompt, max_new_tokens=opts.length, temperature=opts.temperature,
+                                top_k=opts.top_k)
+    text = decode(out[0, prompt.shape[1]:])
+    print(opts.prompt + text)
+    return text
+
+
+def main(args: Optional[List[str]] = None) -> None:
+    """Console entry point; returns None so that `sys.exit(main())` exits 0 on success."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] == "sample":
+        sample(argv[1:])
+    else:
+        cli(args)
+
+
+if __name__ == "__main__":
+    main()
