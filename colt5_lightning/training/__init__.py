@@ -3,7 +3,8 @@ from .classification_module import ClassificationModule, ImageClassificationModu
 from .lm_module import LanguageModelModule
 from .optim import configure_adamw, param_groups, warmup_cosine
 from .router_monitor import RouterMonitor, routing_statistics
+from .strategies import BlockFSDPStrategy
 
-__all__ = ["ClassificationModule", "ImageClassificationModule", "LanguageModelModule", "RouterMonitor",
+__all__ = ["BlockFSDPStrategy", "ClassificationModule", "ImageClassificationModule", "LanguageModelModule", "RouterMonitor",
            "SequenceClassificationModule", "configure_adamw", "param_groups", "routing_statistics",
            "warmup_cosine"]
