@@ -27,6 +27,7 @@ class RoutedAttentionBase(nn.Module):
         self.num_heavy_tokens_q = _checks.positive_int("num_heavy_tokens_q", num_heavy_tokens_q)
         self.num_heavy_tokens_kv = _checks.positive_int("num_heavy_tokens_kv", num_heavy_tokens_kv)
         _checks.positive_int("num_routed_kv", num_routed_kv)
+        _checks.divisible("heavy_heads", heavy_heads, "num_routed_kv", num_routed_kv)
         self.light_window_size = _checks.positive_int("light_window_size", light_window_size)
         self.light_heads, self.light_dim_head = light_heads, light_dim_head
         self.norm = nn.LayerNorm(dim)

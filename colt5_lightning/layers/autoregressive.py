@@ -24,8 +24,10 @@ class ConditionalRoutedAutoregressiveAttention(RoutedAttentionBase):
 
     def __init__(self, dim: int, *, heavy_segment_size: Optional[int] = None, **kwargs):
         window = kwargs.get("light_window_size", 128)
-        segment = window if heavy_segment_size is None else heavy_segment_size
-        self.segment_size = _checks.positive_int("heavy_segment_size", segment)
+        if heavy_segment_size is None:  # the segment defaults to the window: blame the argument given
+            self.segment_size = _checks.positive_int("light_window_size", window)
+        else:
+            self.segment_size = _checks.positive_int("heavy_segment_size", heavy_segment_size)
         super().__init__(dim, causal_segment=self.segment_size, **kwargs)
         self.light = LocalAttention(dim, heads=self.light_heads, dim_head=self.light_dim_head,
                                     window_size=self.light_window_size, causal=True)

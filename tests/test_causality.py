@@ -1,0 +1,117 @@
+"""Causal routed modules never let position t see an input after t, including through the choice
+of which tokens are routed, in training and in eval mode, for every router type."""
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from colt5_lightning import (
+    ConditionalRoutedAutoregressiveAttention,
+    ConditionalRoutedFeedForward,
+    ConditionalRoutedTransformerBlock,
+)
+from colt5_lightning.routing import ROUTER_TYPES
+
+DIM, WIN, N = 32, 16, 64  # four segments of 16
+ATTN = dict(light_dim_head=16, light_heads=2, light_window_size=WIN, heavy_dim_head=16, heavy_heads=4)
+MODULES = ("autoregressive_attention", "two_causal_blocks", "causal_feedforward")
+
+
+class TwoBlocks(torch.nn.Module):
+    def __init__(self, **kw):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(
+            ConditionalRoutedTransformerBlock(DIM, num_heavy_attn_tokens_q=16, num_heavy_attn_tokens_kv=16,
+                                              num_heavy_ff_tokens=16, causal=True, **ATTN, **kw)
+            for _ in range(2))
+
+    def forward(self, x, mask=None):
+        for block in self.blocks:
+            x = block(x, mask=mask)
+        return x
+
+
+def build(name, router_type, **kw):
+    if name == "autoregressive_attention":
+        return ConditionalRoutedAutoregressiveAttention(DIM, num_heavy_tokens_q=16, num_heavy_tokens_kv=16,
+                                                        router_type=router_type, **ATTN, **kw)
+    if name == "two_causal_blocks":
+        return TwoBlocks(router_type=router_type, **kw)
+    return ConditionalRoutedFeedForward(DIM, num_heavy_tokens=16, causal=True, causal_segment_size=WIN,
+                                        router_type=router_type, **kw)
+
+
+def query_routers(module):
+    """The causal (query / feed-forward) routers of a module."""
+    return [m for m in module.modules() if type(m).__name__ == "CausalRouter"]
+
+
+def assert_no_leak(module, x, t, mask=None):
+    """Perturbing inputs after t leaves outputs up to t unchanged, and changes some after t."""
+    with torch.no_grad():
+        out = module(x, mask=mask)
+        y = x.clone()
+        y[:, t + 1:] = torch.randn_like(y[:, t + 1:]) * 2
+        out_perturbed = module(y, mask=mask)
+    torch.testing.assert_close(out_perturbed[:, : t + 1], out[:, : t + 1], atol=1e-5, rtol=0,
+                               msg=lambda m: f"position <= {t} saw the future:\n{m}")
+    assert not torch.allclose(out_perturbed[:, t + 1:], out[:, t + 1:]), "perturbation had no effect at all"
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["no-mask", "padded"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("router_type", ROUTER_TYPES)
+@pytest.mark.parametrize("name", MODULES)
+def test_outputs_up_to_t_ignore_inputs_after_t(name, router_type, training, masked):
+    module = build(name, router_type).train(training)
+    x = torch.randn(2, N, DIM)
+    mask = None
+    if masked:
+        mask = torch.ones(2, N, dtype=torch.bool)
+        mask[1, 50:] = False
+    for t in (0, 7, 15, 16, 31, 40, 62):
+        assert_no_leak(module, x, t, mask)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), t=st.integers(0, N - 2), name=st.sampled_from(MODULES),
+       router_type=st.sampled_from(ROUTER_TYPES), training=st.booleans(), straight_through=st.booleans(),
+       num_routed_kv=st.sampled_from([1, 2]))
+def test_no_leak_for_any_t_and_flags(seed, t, name, router_type, training, straight_through, num_routed_kv):
+    torch.manual_seed(seed)
+    kw = dict(router_straight_through=straight_through)
+    if name != "causal_feedforward":
+        kw["num_routed_kv"] = num_routed_kv
+    module = build(name, router_type, **kw).train(training)
+    assert_no_leak(module, torch.randn(2, N, DIM), t)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("name", MODULES)
+def test_the_heavy_branch_routes_tokens_from_the_second_segment_on(name, training):
+    module = build(name, "coor_descent").train(training)
+    seen = []
+    for router in query_routers(module):
+        router.register_forward_hook(lambda mod, args, out: seen.append(out))
+    with torch.no_grad():
+        module(torch.randn(2, N, DIM))
+    assert seen
+    for routing in seen:
+        routed = torch.zeros(2, N, dtype=torch.long).scatter_add(1, routing.indices[:, 0],
+                                                                 routing.routed_mask[:, 0].long())
+        per_segment = routed.view(2, N // WIN, WIN).sum(-1)
+        assert (per_segment[:, 0] == 0).all()   # the first segment has no past to be routed by
+        assert (per_segment[:, 1:].sum(-1) > 0).all()
+        assert (routing.weights[routing.routed_mask] > 0).any()
+
+
+def test_the_heavy_branch_changes_the_output_of_routed_positions():
+    module = build("autoregressive_attention", "coor_descent").eval()
+    x = torch.randn(2, N, DIM)
+    with torch.no_grad():
+        full = module(x)
+        for p in module.heavy.parameters():
+            p.zero_()
+        light_only = module(x)
+    assert not torch.allclose(full[:, WIN:], light_only[:, WIN:])
+    torch.testing.assert_close(full[:, :WIN], light_only[:, :WIN])  # nothing routed in segment 0

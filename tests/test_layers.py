@@ -1,0 +1,326 @@
+"""The routed layers: shapes, gradients to every parameter, every flag, masks, per-call token
+counts, image layouts and cross-attention masks. Tiny sizes throughout."""
+import pytest
+import torch
+
+from colt5_lightning import (
+    ConditionalRoutedAttention,
+    ConditionalRoutedAutoregressiveAttention,
+    ConditionalRoutedCrossAttention,
+    ConditionalRoutedFeedForward,
+    ConditionalRoutedImageAttention,
+    ConditionalRoutedTransformerBlock,
+)
+from colt5_lightning.routing import ROUTER_TYPES
+
+DIM, WIN, K = 32, 16, 16
+ATTN = dict(light_dim_head=16, light_heads=2, light_window_size=WIN, heavy_dim_head=16, heavy_heads=4)
+KINDS = ("ff", "causal_ff", "attn", "autoregressive", "image", "cross", "block", "causal_block")
+ATTENTION_KINDS = ("attn", "autoregressive", "image", "block", "causal_block")  # take num_routed_kv, kv_scaling
+CAUSAL_KINDS = ("causal_ff", "autoregressive", "causal_block")
+
+
+def build(kind, router_type="coor_descent", **kw):
+    if kind == "cross":  # the cross-attention name for the number of key/value routes
+        kw["kv_routing_tokens"] = kw.pop("num_routed_kv", 1)
+    routing = dict(router_type=router_type, **kw)
+    if kind in ("ff", "causal_ff"):
+        return ConditionalRoutedFeedForward(DIM, num_heavy_tokens=K, causal=kind == "causal_ff",
+                                            causal_segment_size=WIN, **routing)
+    if kind == "attn":
+        return ConditionalRoutedAttention(DIM, num_heavy_tokens_q=K, num_heavy_tokens_kv=K, **ATTN, **routing)
+    if kind == "autoregressive":
+        return ConditionalRoutedAutoregressiveAttention(DIM, num_heavy_tokens_q=K, num_heavy_tokens_kv=K,
+                                                        **ATTN, **routing)
+    if kind == "image":
+        return ConditionalRoutedImageAttention(DIM, num_heavy_tokens_q=K, num_heavy_tokens_kv=K,
+                                               **{**ATTN, "light_window_size": 4}, **routing)
+    if kind == "cross":
+        return ConditionalRoutedCrossAttention(DIM, num_tokens_q=K, num_tokens_kv=K, dim_head=16, heads=4, **routing)
+    return ConditionalRoutedTransformerBlock(DIM, num_heavy_attn_tokens_q=K, num_heavy_attn_tokens_kv=K,
+                                             num_heavy_ff_tokens=K, causal=kind == "causal_block",
+                                             **ATTN, **routing)
+
+
+def inputs(kind, n=64, b=2):
+    """Positional args for forward: a sequence of n tokens (an 8×8 map for images, n=64)."""
+    if kind == "image":
+        side = int(n ** 0.5)
+        return (torch.randn(b, side, side, DIM),)
+    if kind == "cross":
+        return torch.randn(b, n, DIM), torch.randn(b, 2 * n, DIM)
+    return (torch.randn(b, n, DIM),)
+
+
+def assert_every_parameter_has_a_finite_gradient(module, nonzero=True):
+    for name, p in module.named_parameters():
+        assert p.grad is not None, f"{name} got no gradient"
+        assert torch.isfinite(p.grad).all(), f"{name} has a non-finite gradient"
+        if nonzero:
+            assert p.grad.abs().sum() > 0, f"{name} got a zero gradient"
+
+
+def routers(module):
+    return [m for name, m in module.named_modules() if name.endswith("router")]
+
+
+def capture_routings(router, with_mask=False):
+    """Every Routing the router returns from now on (with the mask it was given, if with_mask)."""
+    seen = []
+    router.register_forward_hook(
+        lambda mod, args, kwargs, out: seen.append((out, kwargs.get("mask")) if with_mask else out), with_kwargs=True)
+    return seen
+
+
+# ---------------------------------------------------------------- shapes and gradients
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("router_type", ROUTER_TYPES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_output_shape_and_gradients_reach_every_parameter(kind, router_type, training):
+    module = build(kind, router_type).train(training)
+    args = inputs(kind)
+    out = module(*args)
+    assert out.shape == args[0].shape and out.dtype == torch.float32
+    (out * torch.randn_like(out)).sum().backward()
+    # In eval mode the causal router's routed tokens all sit above its threshold (weight exactly 1),
+    # so its routing token may get a zero gradient there; in training the over-fetched ones are soft.
+    assert_every_parameter_has_a_finite_gradient(module, nonzero=training or kind not in CAUSAL_KINDS)
+
+
+FLAGS = [dict(router_straight_through=st, kv_scaling=kv, num_routed_kv=r)
+         for st, kv, r in [(False, "inputs", 1), (True, "values", 2), (True, "inputs", 2), (False, "values", 1)]]
+
+
+@pytest.mark.parametrize("flags", FLAGS, ids=lambda f: "-".join(map(str, f.values())))
+@pytest.mark.parametrize("router_type", ROUTER_TYPES)
+@pytest.mark.parametrize("kind", ATTENTION_KINDS + ("cross",))
+def test_every_flag_combination_runs_and_trains(kind, router_type, flags):
+    module = build(kind, router_type, **flags)
+    args = inputs(kind)
+    out = module(*args)
+    assert out.shape == args[0].shape
+    (out * torch.randn_like(out)).sum().backward()
+    assert_every_parameter_has_a_finite_gradient(module)
+    kv_router = module.attn.kv_router if hasattr(module, "attn") else module.kv_router
+    assert kv_router.num_routing_tokens == flags["num_routed_kv"]
+
+
+def test_kv_scaling_modes_differ():
+    x = torch.randn(2, 64, DIM)
+    a = build("attn", kv_scaling="inputs")
+    b = build("attn", kv_scaling="values")
+    b.load_state_dict(a.state_dict())
+    assert not torch.allclose(a(x), b(x))
+
+
+@pytest.mark.parametrize("router_type", ROUTER_TYPES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_sequence_shorter_than_k_routes_every_token_and_still_trains(kind, router_type):
+    """n ≤ k: every valid token is routed with weight 1 and every parameter still gets a gradient
+    (zero for the routing tokens, which have nothing to choose, but never None). Causal query
+    routing is the exception by design: a single segment has no past to route by."""
+    module = build(kind, router_type)
+    args = inputs(kind, n=9 if kind != "image" else 16)  # an image of 4×4 = 16 = K pixels
+    args = tuple(a[:, :8] if kind == "cross" else a for a in args)
+    seen = [capture_routings(r, with_mask=True) for r in routers(module) if type(r).__name__ == "Router"]
+    out = module(*args)
+    (out * torch.randn_like(out)).sum().backward()
+    assert_every_parameter_has_a_finite_gradient(module, nonzero=False)
+    assert all(seen)  # every plain Router ran (the causal FF has none)
+    for captured in seen:
+        for routing, mask in captured:
+            b, r, n = routing.scores.shape
+            valid = torch.ones(b, n, dtype=torch.bool) if mask is None else mask
+            positions = torch.zeros(b, r, n, dtype=torch.long).scatter_add(-1, routing.indices,
+                                                                           routing.routed_mask.long())
+            assert torch.equal(positions == 1, valid.unsqueeze(1).expand(b, r, n))
+            torch.testing.assert_close(routing.weights, routing.routed_mask.float())
+
+
+# ---------------------------------------------------------------- masks
+
+
+NON_CAUSAL = ("ff", "attn", "image", "block")
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("router_type", ROUTER_TYPES)
+@pytest.mark.parametrize("kind", NON_CAUSAL)
+def test_padded_tokens_are_never_routed_and_never_reach_real_outputs(kind, router_type, training):
+    module = build(kind, router_type).train(training)
+    (x,) = inputs(kind)
+    mask = torch.ones(x.shape[:-1], dtype=torch.bool)
+    if kind == "image":
+        mask[0, 6:] = False   # the bottom two rows of image 0
+        mask[1, :, 7] = False  # the last column of image 1
+    else:
+        mask[0, 40:] = False
+        mask[1, 10:20] = False
+    seen = [capture_routings(r) for r in routers(module)]
+    out = module(x, mask=mask)
+    y = x.clone()
+    y[~mask] = torch.randn_like(y[~mask]) * 5
+    out_perturbed = module(y, mask=mask)
+    torch.testing.assert_close(out[mask], out_perturbed[mask], atol=1e-5, rtol=1e-5)
+    flat = mask.reshape(mask.shape[0], -1)
+    for captured in seen:
+        for routing in captured:
+            is_valid = flat.unsqueeze(1).expand(-1, routing.indices.shape[1], -1).gather(-1, routing.indices)
+            assert is_valid[routing.routed_mask].all()
+            assert routing.routed_mask.any()
+
+
+# ---------------------------------------------------------------- per-call routed counts
+
+
+def test_feedforward_per_call_count_overrides_the_default():
+    ff = build("ff").eval()
+    (seen,) = [capture_routings(r) for r in routers(ff)]
+    x = torch.randn(2, 64, DIM)
+    ff(x)
+    ff(x, num_heavy_tokens=5)
+    ff(x, num_heavy_tokens=torch.tensor([3, 30]))
+    assert [r.routed_mask.sum(-1).flatten().tolist() for r in seen] == [[K, K], [5, 5], [3, 30]]
+
+
+@pytest.mark.parametrize("kind", ("attn", "image"))
+def test_attention_per_call_counts_override_queries_and_key_values(kind):
+    module = build(kind).eval()
+    q_seen, kv_seen = capture_routings(module.q_router), capture_routings(module.kv_router)
+    (x,) = inputs(kind)
+    module(x, num_heavy_tokens_q=4, num_heavy_tokens_kv=9)
+    assert q_seen[-1].routed_mask.sum(-1).flatten().tolist() == [4, 4]
+    assert kv_seen[-1].routed_mask.sum(-1).flatten().tolist() == [9, 9]
+
+
+def test_block_per_call_counts_override_every_router():
+    block = build("block").eval()
+    seen = {name: capture_routings(r) for name, r in [("q", block.attn.q_router), ("kv", block.attn.kv_router),
+                                                         ("ff", block.ff.router)]}
+    block(torch.randn(2, 64, DIM), num_heavy_attn_tokens_q=3, num_heavy_attn_tokens_kv=5, num_heavy_ff_tokens=7)
+    assert {name: s[-1].routed_mask.sum().item() for name, s in seen.items()} == {"q": 6, "kv": 10, "ff": 14}
+
+
+def test_cross_attention_per_call_counts_override_the_defaults():
+    cross = build("cross").eval()
+    q_seen, kv_seen = capture_routings(cross.q_router), capture_routings(cross.kv_router)
+    x, context = inputs("cross")
+    cross(x, context, num_tokens_q=2, num_tokens_kv=torch.tensor([5, 50]))
+    assert q_seen[-1].routed_mask.sum(-1).flatten().tolist() == [2, 2]
+    assert kv_seen[-1].routed_mask.sum(-1).flatten().tolist() == [5, 50]
+
+
+@pytest.mark.parametrize("kind", ("causal_ff", "autoregressive"))
+def test_causal_per_call_count_changes_the_routed_budget(kind):
+    module = build(kind).eval()
+    router = module.router if kind == "causal_ff" else module.q_router
+    seen = capture_routings(router)
+    x = torch.randn(2, 128, DIM)
+    module(x)
+    module(x, **({"num_heavy_tokens": 64} if kind == "causal_ff" else {"num_heavy_tokens_q": 64}))
+    small, large = (r.routed_mask.sum().item() for r in seen)
+    assert large > small > 0
+
+
+# ---------------------------------------------------------------- image attention
+
+
+@pytest.mark.parametrize("router_type", ROUTER_TYPES)
+def test_image_channel_first_layout_gives_the_same_result(router_type):
+    last = build("image", router_type).eval()
+    first = ConditionalRoutedImageAttention(DIM, num_heavy_tokens_q=K, num_heavy_tokens_kv=K, channel_first=True,
+                                            router_type=router_type, **{**ATTN, "light_window_size": 4}).eval()
+    first.load_state_dict(last.state_dict())
+    x = torch.randn(2, 8, 8, DIM)
+    mask = torch.rand(2, 8, 8) > 0.2
+    out_first = first(x.permute(0, 3, 1, 2), mask=mask)
+    assert out_first.shape == (2, DIM, 8, 8)
+    torch.testing.assert_close(out_first.permute(0, 2, 3, 1), last(x, mask=mask), atol=1e-5, rtol=1e-5)
+
+
+def test_image_light_branch_attends_within_window_by_window_tiles():
+    module = build("image").eval()  # light_window_size = 4 on an 8×8 map: four 4×4 tiles
+    x = torch.randn(1, 8, 8, DIM)
+    y = x.clone()
+    y[0, 5, 2] += 1.0  # a pixel of the bottom-left tile
+    delta = (module.light(y) - module.light(x)).abs().sum(-1)[0]
+    tile = torch.zeros(8, 8, dtype=torch.bool)
+    tile[4:8, 0:4] = True
+    assert (delta[tile] > 0).all()
+    assert (delta[~tile] == 0).all()
+
+
+def test_image_rectangular_maps_work():
+    module = build("image")
+    out = module(torch.randn(2, 4, 12, DIM))
+    assert out.shape == (2, 4, 12, DIM)
+
+
+# ---------------------------------------------------------------- cross attention
+
+
+@pytest.mark.parametrize("router_type", ROUTER_TYPES)
+def test_cross_attention_masked_context_is_never_routed_nor_seen(router_type):
+    cross = build("cross", router_type).eval()
+    kv_seen = capture_routings(cross.kv_router)
+    x, context = inputs("cross")
+    context_mask = torch.rand(context.shape[:2]) > 0.5
+    out = cross(x, context, context_mask=context_mask)
+    changed = context.clone()
+    changed[~context_mask] = torch.randn_like(changed[~context_mask]) * 5
+    torch.testing.assert_close(cross(x, changed, context_mask=context_mask), out, atol=1e-5, rtol=1e-5)
+    for routing in kv_seen:
+        assert context_mask.gather(1, routing.indices[:, 0])[routing.routed_mask[:, 0]].all()
+    changed[context_mask] = torch.randn_like(changed[context_mask])
+    assert not torch.allclose(cross(x, changed, context_mask=context_mask), out)  # the check is not vacuous
+
+
+def test_cross_attention_masked_queries_get_no_output():
+    cross = build("cross").eval()
+    x, context = inputs("cross")
+    mask = torch.ones(x.shape[:2], dtype=torch.bool)
+    mask[:, ::3] = False
+    out = cross(x, context, mask=mask)
+    assert (out[~mask] == 0).all()
+    assert (out[mask].abs().sum(-1) > 0).sum() == 2 * K  # exactly the K routed queries of each sample
+
+
+@pytest.mark.parametrize("router_type", ROUTER_TYPES)
+def test_cross_attention_with_two_kv_routing_tokens_and_four_heads(router_type):
+    cross = ConditionalRoutedCrossAttention(DIM, num_tokens_q=8, num_tokens_kv=12, dim_head=8, heads=4,
+                                            kv_routing_tokens=2, router_type=router_type)
+    kv_seen = capture_routings(cross.kv_router)
+    x, context = torch.randn(2, 32, DIM), torch.randn(2, 100, DIM)
+    out = cross(x, context, mask=torch.ones(2, 32, dtype=torch.bool),
+                context_mask=torch.ones(2, 100, dtype=torch.bool))
+    assert out.shape == (2, 32, DIM)
+    assert kv_seen[0].indices.shape[:2] == (2, 2)
+    out.sum().backward()
+    assert_every_parameter_has_a_finite_gradient(cross)
+
+
+def test_cross_attention_context_may_have_its_own_width():
+    cross = ConditionalRoutedCrossAttention(DIM, num_tokens_q=8, num_tokens_kv=8, dim_head=8, heads=2,
+                                            dim_context=48)
+    assert cross(torch.randn(2, 20, DIM), torch.randn(2, 30, 48)).shape == (2, 20, DIM)
+
+
+# ---------------------------------------------------------------- the heavy branch matters
+
+
+@pytest.mark.parametrize("kind", ("ff", "attn"))
+def test_only_routed_tokens_receive_the_heavy_branch(kind):
+    module = build(kind).eval()
+    x = torch.randn(2, 64, DIM)
+    router = module.router if kind == "ff" else module.q_router
+    seen = capture_routings(router)
+    with torch.no_grad():
+        full = module(x)
+        for p in (module.heavy_ff if kind == "ff" else module.heavy).parameters():
+            p.zero_()
+        light_only = module(x)
+    touched = (full - light_only).abs().sum(-1) > 0
+    routed = torch.zeros(2, 64, dtype=torch.bool).scatter(1, seen[0].indices[:, 0], seen[0].routed_mask[:, 0])
+    assert (touched <= routed).all() and touched.any()

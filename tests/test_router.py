@@ -1,0 +1,222 @@
+"""The Router module (scores → soft top-k → selected slots) and the causal routers."""
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from colt5_lightning.routing import ROUTER_TYPES, Router, Routing
+from colt5_lightning.routing.causal import CausalRouter, per_segment, route_within_segments
+
+DIM = 32
+
+
+@pytest.fixture(params=ROUTER_TYPES)
+def router_type(request):
+    return request.param
+
+
+def padded_mask(n, valid_counts):
+    """(b, n) bool: the first valid_counts[b] tokens of each row are real, the rest padding."""
+    return torch.arange(n).unsqueeze(0) < torch.tensor(valid_counts).unsqueeze(1)
+
+
+def routed_positions(routing: Routing, n: int) -> torch.Tensor:
+    """(b, r, n) count of valid routed slots per sequence position."""
+    counts = torch.zeros(*routing.indices.shape[:2], n, dtype=torch.long)
+    return counts.scatter_add(-1, routing.indices, routing.routed_mask.long())
+
+
+# ---------------------------------------------------------------- which tokens are selected
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_masked_tokens_are_never_selected(router_type, training):
+    router = Router(DIM, router_type=router_type).train(training)
+    x = torch.randn(3, 40, DIM)
+    mask = torch.rand(3, 40) > 0.5
+    routing = router(x, num_tokens=12, mask=mask)
+    assert mask.gather(1, routing.indices[:, 0])[routing.routed_mask[:, 0]].all()
+    assert (routing.all_weights[:, 0][~mask] == 0).all()
+    assert (routing.weights[~routing.routed_mask] == 0).all()
+    assert routed_positions(routing, 40).max() <= 1  # no token routed twice
+
+
+def test_routed_tokens_are_the_highest_scoring(router_type):
+    router = Router(DIM, router_type=router_type).eval()
+    x = torch.randn(2, 50, DIM)
+    routing = router(x, num_tokens=10)
+    for b in range(2):
+        assert set(routing.indices[b, 0].tolist()) == set(routing.scores[b, 0].topk(10).indices.tolist())
+    torch.testing.assert_close(routing.tokens[:, 0], x.gather(1, routing.indices[:, 0, :, None].expand(-1, -1, DIM)))
+
+
+def test_eval_routes_min_of_k_and_valid_count(router_type):
+    router = Router(DIM, router_type=router_type).eval()
+    mask = padded_mask(30, [30, 20, 5])
+    routing = router(torch.randn(3, 30, DIM), num_tokens=8, mask=mask)
+    assert routing.routed_mask.sum(-1).flatten().tolist() == [8, 8, 5]
+
+
+def test_per_sample_k_is_honoured(router_type):
+    """A (batch,) tensor of counts: each row routes exactly min(k_b, n_valid) slots in eval mode,
+    and its soft top-k weights sum to that count."""
+    router = Router(DIM, router_type=router_type).eval()
+    mask = padded_mask(30, [30, 30, 6, 30])
+    k = torch.tensor([1, 7, 9, 30])
+    routing = router(torch.randn(4, 30, DIM), num_tokens=k, mask=mask)
+    expected = torch.tensor([1, 7, 6, 30])
+    assert torch.equal(routing.routed_mask.sum(-1).flatten(), expected)
+    if router_type != "cum_softmax":  # cumulative softmax weights do not sum to k
+        # Sinkhorn's default 30 iterations leave its sums ~1% off on short rows (see test_soft_topk)
+        rtol = {"coor_descent": 1e-3, "sinkhorn": 3e-2}[router_type]
+        torch.testing.assert_close(routing.all_weights.sum(-1).flatten(), expected.float(), rtol=rtol, atol=1e-3)
+
+
+@pytest.mark.parametrize("k", [1, 8, 16, torch.tensor([3, 16])])
+def test_training_over_fetches_nine_eighths_of_k(router_type, k):
+    router = Router(DIM, router_type=router_type).train()
+    routing = router(torch.randn(2, 64, DIM), num_tokens=k)
+    ks = k.tolist() if isinstance(k, torch.Tensor) else [k, k]
+    assert routing.routed_mask.sum(-1).flatten().tolist() == [math.ceil(9 * kb / 8) for kb in ks]
+    assert router.eval()(torch.randn(2, 64, DIM), num_tokens=k).routed_mask.sum(-1).flatten().tolist() == ks
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 80), k=st.integers(1, 100), training=st.booleans(),
+       router_type=st.sampled_from(ROUTER_TYPES), straight_through=st.booleans(), routes=st.integers(1, 3))
+def test_routing_invariants(seed, n, k, training, router_type, straight_through, routes):
+    g = torch.Generator().manual_seed(seed)
+    router = Router(DIM, router_type=router_type, straight_through=straight_through,
+                    num_routing_tokens=routes).train(training)
+    x = torch.randn(2, n, DIM, generator=g)
+    mask = torch.rand(2, n, generator=g) > 0.3
+    routing = router(x, num_tokens=k, mask=mask)
+    n_valid = mask.sum(-1, keepdim=True)
+    selected = math.ceil(k * 9 / 8) if training else k
+    assert routing.indices.shape[:2] == (2, routes) and routing.indices.shape[-1] == max(1, min(n, selected))
+    assert torch.equal(routing.routed_mask.sum(-1), torch.clamp(n_valid, max=selected).expand(2, routes))
+    assert mask.unsqueeze(1).expand(2, routes, n).gather(-1, routing.indices)[routing.routed_mask].all()
+    assert ((routing.weights >= 0) & (routing.weights <= 1)).all()
+    assert (routing.weights[~routing.routed_mask] == 0).all()
+    assert routing.weights.dtype == torch.float32 and routing.scores.dtype == torch.float32
+
+
+# ---------------------------------------------------------------- n ≤ k
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_sequence_shorter_than_k_routes_every_valid_token_with_weight_one(router_type, training):
+    router = Router(DIM, router_type=router_type).train(training)
+    x = torch.randn(2, 6, DIM, requires_grad=True)
+    mask = padded_mask(6, [6, 4])
+    routing = router(x, num_tokens=8, mask=mask)
+    assert torch.equal(routed_positions(routing, 6)[:, 0] > 0, mask)
+    torch.testing.assert_close(routing.weights, routing.routed_mask.float())
+    (routing.weights.unsqueeze(-1) * routing.tokens).sum().backward()
+    assert router.routing_tokens.grad is not None and torch.isfinite(router.routing_tokens.grad).all()
+    assert torch.isfinite(x.grad).all()
+
+
+# ---------------------------------------------------------------- weights and gradients
+
+
+def test_gradient_reaches_the_routing_tokens(router_type):
+    router = Router(DIM, router_type=router_type, num_routing_tokens=2)
+    routing = router(torch.randn(2, 40, DIM), num_tokens=8)
+    (routing.weights.unsqueeze(-1) * routing.tokens).pow(2).sum().backward()
+    grad = router.routing_tokens.grad
+    assert torch.isfinite(grad).all() and (grad.abs().sum(-1) > 0).all()
+
+
+def test_straight_through_weighs_one_forward_and_passes_the_soft_gradient(router_type):
+    router = Router(DIM, router_type=router_type, straight_through=True).eval()
+    routing = router(torch.randn(2, 40, DIM), num_tokens=8)
+    torch.testing.assert_close(routing.weights, routing.routed_mask.float())
+    (routing.weights * torch.randn_like(routing.weights)).sum().backward()
+    assert router.routing_tokens.grad.abs().sum() > 0
+
+
+def test_scores_and_weights_are_float32_under_autocast(router_type):
+    router = Router(DIM, router_type=router_type)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        routing = router(torch.randn(2, 40, DIM).bfloat16(), num_tokens=8)
+    assert routing.scores.dtype == routing.weights.dtype == routing.all_weights.dtype == torch.float32
+
+
+def test_scatter_adds_weighted_values_at_the_routed_positions():
+    router = Router(DIM).eval()
+    routing = router(torch.randn(2, 20, DIM), num_tokens=5)
+    values = torch.randn(2, 1, 5, DIM)
+    out = Router.scatter(routing, values, torch.zeros(2, 20, DIM))
+    for b in range(2):
+        for slot in range(5):
+            i = routing.indices[b, 0, slot]
+            torch.testing.assert_close(out[b, i], values[b, 0, slot] * routing.weights[b, 0, slot])
+    assert (out.abs().sum(-1) > 0).sum() == 10
+
+
+# ---------------------------------------------------------------- causal routing
+
+SEG = 8
+
+
+def causal_router(training=False, straight_through=False):
+    return CausalRouter(DIM, segment_size=SEG, straight_through=straight_through).train(training)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_causal_router_first_segment_routes_nothing_later_ones_route_within_capacity(training):
+    router = causal_router(training)
+    n, k = 48, 12
+    routing = router(torch.randn(2, n, DIM), num_tokens=k)
+    per_seg = routed_positions(routing, n)[:, 0].view(2, n // SEG, SEG).sum(-1)
+    capacity = min(SEG, math.ceil(per_segment(k, n, SEG) * (9 / 8 if training else 1)))
+    assert (per_seg[:, 0] == 0).all()
+    assert (per_seg <= capacity).all()
+    assert per_seg[:, 1:].sum() > 0
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("t", [3, 8, 20, 39])
+def test_causal_router_decisions_up_to_t_ignore_tokens_after_t(training, t):
+    router = causal_router(training)
+    n = 48
+    x = torch.randn(2, n, DIM)
+    y = x.clone()
+    y[:, t + 1:] = torch.randn(2, n - t - 1, DIM) * 3
+    first, second = router(x, num_tokens=12), router(y, num_tokens=12)
+
+    def per_position(r):
+        w = torch.zeros(2, n).scatter_add(-1, r.indices[:, 0], r.weights[:, 0])
+        return routed_positions(r, n)[:, 0], w
+
+    (c1, w1), (c2, w2) = per_position(first), per_position(second)
+    assert torch.equal(c1[:, : t + 1], c2[:, : t + 1])
+    torch.testing.assert_close(w1[:, : t + 1], w2[:, : t + 1], atol=1e-6, rtol=0)
+
+
+def test_causal_router_takes_only_int_counts():
+    with pytest.raises(TypeError, match="num_tokens"):
+        causal_router()(torch.randn(2, 16, DIM), num_tokens=torch.tensor([2, 2]))
+
+
+def test_causal_router_gradient_reaches_its_routing_token():
+    router = causal_router(training=True)
+    routing = router(torch.randn(2, 48, DIM), num_tokens=12)
+    (routing.weights.unsqueeze(-1) * routing.tokens).sum().backward()
+    assert torch.isfinite(router.routing_tokens.grad).all() and router.routing_tokens.grad.abs().sum() > 0
+
+
+def test_route_within_segments_keeps_every_slot_inside_its_segment(router_type):
+    router = Router(DIM, router_type=router_type).eval()
+    n = 40  # 5 segments, the last one padded
+    mask = padded_mask(n, [n, 33])  # one real token in the last segment of row 1
+    routing = route_within_segments(router, torch.randn(2, n, DIM), num_tokens=10, segment_size=SEG, mask=mask)
+    k = per_segment(10, n, SEG)
+    slots = routing.indices.view(2, 1, n // SEG, k)
+    segment_of_slot = torch.arange(n // SEG).view(1, 1, -1, 1)
+    assert torch.equal(slots // SEG, segment_of_slot.expand_as(slots))
+    assert mask.gather(1, routing.indices[:, 0])[routing.routed_mask[:, 0]].all()
+    assert routing.routed_mask.view(2, n // SEG, k).sum(-1).tolist() == [[k] * 5, [k] * 4 + [1]]
