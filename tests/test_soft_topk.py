@@ -84,13 +84,26 @@ def row_scores(seed: int, rows: int, n: int, scale: float) -> torch.Tensor:
 # ---------------------------------------------------------------- coordinate descent
 
 
+@pytest.mark.parametrize("method", ["exact", "iterative"])
 @pytest.mark.parametrize("n,k", [(8, 1), (16, 4), (64, 8), (100, 99), (512, 64)])
 @pytest.mark.parametrize("scale", [0.01, 1.0, 10.0])
-def test_coor_descent_default_schedule_matches_entropic_lp_optimum(n, k, scale):
+def test_coor_descent_default_schedule_matches_entropic_lp_optimum(n, k, scale, method):
     s = torch.randn(n) * scale
     expected = entropic_lp_optimum(s, k, eps=0.03)
-    got = coor_descent(s, k=k, **DEFAULT_CD)
+    got = coor_descent(s, k=k, method=method, **DEFAULT_CD)
     torch.testing.assert_close(got.double(), expected, atol=1e-4, rtol=0)
+
+
+def test_iterative_coor_descent_reaches_the_exact_fixed_point_at_4k():
+    s = torch.randn(3, 4096) * 3
+    exact = coor_descent(s, k=128, method="exact", **DEFAULT_CD)
+    iterative = coor_descent(s, k=128, method="iterative", **DEFAULT_CD)
+    torch.testing.assert_close(iterative, exact, atol=1e-4, rtol=0)
+
+
+def test_unknown_coor_descent_method_is_named():
+    with pytest.raises(ValueError, match="method"):
+        coor_descent(torch.randn(8), k=2, n_iters=5, eps=0.1, method="newton")
 
 
 @pytest.mark.parametrize("eps", [0.1, 0.5, 1.0])

@@ -36,7 +36,8 @@ class CausalRouter(nn.Module):
 
     def __init__(self, dim: int, *, segment_size: int, straight_through: bool = False,
                  over_fetch: float = 9 / 8, n_iters: int = 20, eps: float = 0.03,
-                 eps_init: Optional[float] = 4.0, eps_decay: float = 0.7, fused: Optional[bool] = None,
+                 eps_init: Optional[float] = 4.0, eps_decay: float = 0.7, method: str = "exact",
+                 fused: Optional[bool] = None,
                  router_type: str = "coor_descent"):
         super().__init__()
         self.dim = _checks.positive_int("dim", dim)
@@ -44,7 +45,8 @@ class CausalRouter(nn.Module):
         self.router_type = router_type  # the threshold is always the coordinate-descent dual
         self.straight_through = bool(straight_through)
         self.over_fetch = float(over_fetch)
-        self.solver = dict(n_iters=n_iters, eps=eps, eps_init=eps_init, eps_decay=eps_decay, fused=fused)
+        self.solver = dict(n_iters=n_iters, eps=eps, eps_init=eps_init, eps_decay=eps_decay, method=method,
+                           fused=fused)
         self.num_routing_tokens = 1
         self.routing_tokens = nn.Parameter(torch.randn(1, dim) * dim ** -0.5)
 

@@ -43,7 +43,7 @@ class Router(nn.Module):
     def __init__(self, dim: int, *, num_routing_tokens: int = 1, router_type: str = "coor_descent",
                  straight_through: bool = False, over_fetch: float = 9 / 8, n_iters: Optional[int] = None,
                  eps: Optional[float] = None, eps_init: Optional[float] = 4.0, eps_decay: float = 0.7,
-                 fused: Optional[bool] = None):
+                 method: str = "exact", fused: Optional[bool] = None):
         super().__init__()
         self.dim = _checks.positive_int("dim", dim)
         self.num_routing_tokens = _checks.positive_int("num_routing_tokens", num_routing_tokens)
@@ -57,6 +57,7 @@ class Router(nn.Module):
         self.eps = _checks.positive_number("eps", defaults[1] if eps is None else eps)
         self.eps_init = eps_init
         self.eps_decay = eps_decay
+        self.method = _checks.one_of("method", method, ("exact", "iterative"))  # coordinate descent: 'exact' fixed point or the 'iterative' descent
         self.fused = fused
         self.routing_tokens = nn.Parameter(torch.randn(num_routing_tokens, dim) * dim ** -0.5)
 
@@ -72,7 +73,8 @@ class Router(nn.Module):
     def soft_topk(self, scores: Tensor, k, mask: Optional[Tensor]) -> Tensor:
         if self.router_type == "coor_descent":
             return coor_descent(scores, k=k, n_iters=self.n_iters, eps=self.eps, eps_init=self.eps_init,
-                                eps_decay=self.eps_decay, mask=mask, fused=self.fused)
+                                eps_decay=self.eps_decay, mask=mask, method=self.method,
+                                fused=self.fused)
         if self.router_type == "sinkhorn":
             return sinkhorn_topk(scores, k=k, n_iters=self.n_iters, eps=self.eps, mask=mask)
         return cum_softmax_topk(scores, k=k, mask=mask)
