@@ -77,24 +77,25 @@ def check_fused_router(run: Run):
     s = torch.randn(6, size(32768), device=DEVICE) * 2
     mask = torch.rand_like(s) > 0.1
     g = torch.randn_like(s)
-    results = {}
-    for fused in (False, True):
-        x = s.clone().requires_grad_()
-        w = coor_descent(x, k=size(1024), mask=mask, fused=fused, **ROUTER)
-        (w * g).sum().backward()
-        results[fused] = (w.detach(), x.grad)
-    (we, ge), (wf, gf) = results[False], results[True]
-    run.payload["checks"]["coor_descent_fused_vs_eager"] = {
-        "max_abs_weight_diff": (we - wf).abs().max().item(), "grad_rel_err": rel_err(gf, ge),
-        "sum_residual": ((wf.sum(-1) - size(1024)).abs() / size(1024)).max().item(),
-        "masked_weight_max": wf[~mask].abs().max().item()}
-    print("  ", run.payload["checks"]["coor_descent_fused_vs_eager"], flush=True)
+    for method in ("exact", "iterative"):
+        results = {}
+        for fused in (False, True):
+            x = s.clone().requires_grad_()
+            w = coor_descent(x, k=size(1024), mask=mask, fused=fused, method=method, **ROUTER)
+            (w * g).sum().backward()
+            results[fused] = (w.detach(), x.grad)
+        (we, ge), (wf, gf) = results[False], results[True]
+        check = run.payload["checks"][f"coor_descent_{method}_fused_vs_eager"] = {
+            "max_abs_weight_diff": (we - wf).abs().max().item(), "grad_rel_err": rel_err(gf, ge),
+            "sum_residual": ((wf.sum(-1) - size(1024)).abs() / size(1024)).max().item(),
+            "masked_weight_max": wf[~mask].abs().max().item()}
+        print(f"   {method}: {check}", flush=True)
 
 
 def check_compiled_block(run: Run):
     torch.manual_seed(0)
-    block = ConditionalRoutedTransformerBlock(**routed_block_kwargs(size(256))).to(DEVICE)
-    x = torch.randn(1, size(8192), 512, device=DEVICE)
+    block = ConditionalRoutedTransformerBlock(**routed_block_kwargs(size(1024))).to(DEVICE)
+    x = torch.randn(1, size(32768), 512, device=DEVICE)
     grads = {}
     for name, fn in (("eager", block), ("compiled", torch.compile(block))):
         xx = x.clone().requires_grad_()
@@ -140,13 +141,14 @@ def router_share(run: Run):
     """Three routers' coordinate descent (fwd+bwd) against the compiled block at 32k."""
     from .common import median_time
     s = torch.randn(3, size(32768), device=DEVICE, requires_grad=True)
-    for fused in (False, True):
-        def step():
-            coor_descent(s, k=size(1024), fused=fused, **ROUTER).sum().backward()
-        t = median_time(step, device=DEVICE, warmup=3, repeats=20)
-        run.payload["timings"].append({"label": f"3 routers coor_descent {'fused' if fused else 'eager'}",
-                                       "n": 32768, "fwd_bwd_s": t})
-        print(f"  3 routers coor_descent fused={fused}: {t * 1e3:.3f} ms", flush=True)
+    for method in ("exact", "iterative"):
+        for fused in (False, True):
+            def step():
+                coor_descent(s, k=size(1024), fused=fused, method=method, **ROUTER).sum().backward()
+            t = median_time(step, device=DEVICE, warmup=3, repeats=20)
+            label = f"3 routers coor_descent {method} {'fused' if fused else 'eager'}"
+            run.payload["timings"].append({"label": label, "n": size(32768), "fwd_bwd_s": t})
+            print(f"  {label}: {t * 1e3:.3f} ms", flush=True)
 
 
 def main(argv=None):
@@ -164,43 +166,52 @@ def main(argv=None):
     run.section("check fused coordinate descent", lambda: check_fused_router(run))
     run.section("check fp16 autocast", lambda: check_fp16(run))
     run.section("router memory vs iterations", lambda: router_memory_vs_iters(run))
-    run.section("check compiled block", lambda: check_compiled_block(run), need_s=120)
     run.section("router share", lambda: router_share(run))
 
-    def block_sweep(compiled: bool, sizes):
-        for n in map(size, sizes):
-            torch.manual_seed(0)
-            run.time_block(f"colt5 coor_descent{' compiled' if compiled else ''}",
-                           ConditionalRoutedTransformerBlock(**routed_block_kwargs(size(1024))), n=n,
-                           compile_block=compiled, k=size(1024))
+    def routed(k: int, **kwargs):
+        torch.manual_seed(0)
+        return ConditionalRoutedTransformerBlock(**routed_block_kwargs(k), **kwargs)
 
-    def dense_sweep(sizes):
-        for n in map(size, sizes):
-            run.time_block("dense SDPA block", DenseTransformerBlock(**dense_block_kwargs()), n=n,
-                           repeats=5 if n > 65536 else 10)
+    def dense():
+        return DenseTransformerBlock(**dense_block_kwargs())
 
-    run.section("dense block 8k/32k/128k", lambda: dense_sweep([8192, 32768, 131072]))
-    run.section("routed block eager 8k/32k/128k", lambda: block_sweep(False, [8192, 32768, 131072]))
-    run.section("routed block compiled 8k/32k/128k", lambda: block_sweep(True, [8192, 32768, 131072]), need_s=150)
+    def sweep(label, make, sizes, **kwargs):
+        for n in map(size, sizes):
+            run.time_block(label, make(), n=n, repeats=5 if n > 65536 else 10, **kwargs)
+
+    run.section("dense block 8k/32k/128k", lambda: sweep("dense SDPA block", dense, [8192, 32768, 131072]))
+    run.section("routed block eager 8k/32k/128k",
+                lambda: sweep("colt5 coor_descent eager", lambda: routed(size(1024)), [8192, 32768, 131072], k=size(1024)))
+    run.section("check compiled block 32k", lambda: check_compiled_block(run), need_s=90)
+    run.section("routed block compiled 32k/128k", lambda: sweep(
+        "colt5 coor_descent compiled", lambda: routed(size(1024)), [32768, 131072], k=size(1024),
+        compile_block=True), need_s=120)
+
+    def fixed_tokens(shapes):
+        for n, batch in shapes:
+            n = size(n)
+            run.time_block("dense SDPA block", dense(), n=n, batch=batch)
+            run.time_block("colt5 coor_descent compiled", routed(n // 16), n=n, batch=batch,
+                           compile_block=True, k=n // 16)
+    run.section("65,536 tokens per batch: 32k x 2, 4k x 16", lambda: fixed_tokens([(32768, 2), (4096, 16)]),
+                need_s=120)
+    run.section("routed block compiled 8k", lambda: sweep(
+        "colt5 coor_descent compiled", lambda: routed(size(1024)), [8192], k=size(1024), compile_block=True), need_s=60)
+    run.section("65,536 tokens per batch: 16k x 4, 8k x 8", lambda: fixed_tokens([(16384, 4), (8192, 8)]),
+                need_s=120)
 
     def other_routers():
         for router_type in ("sinkhorn", "cum_softmax"):
-            run.time_block(f"colt5 {router_type}", ConditionalRoutedTransformerBlock(
-                **routed_block_kwargs(size(1024)), router_type=router_type), n=size(32768), k=size(1024))
+            run.time_block(f"colt5 {router_type} eager", routed(size(1024), router_type=router_type),
+                           n=size(32768), k=size(1024))
     run.section("sinkhorn / cum_softmax eager 32k", other_routers)
 
-    def fixed_tokens():
-        for n, batch in ((size(4096), 16), (size(8192), 8), (size(16384), 4), (size(32768), 2)):
-            run.time_block("dense SDPA block", DenseTransformerBlock(**dense_block_kwargs()), n=n, batch=batch)
-            run.time_block("colt5 coor_descent compiled", ConditionalRoutedTransformerBlock(
-                **routed_block_kwargs(n // 16)), n=n, batch=batch, compile_block=True, k=n // 16)
-    run.section("65,536 tokens per batch, k = n/16", fixed_tokens, need_s=150)
-
-    def max_autotune():
-        run.time_block("colt5 coor_descent max-autotune", ConditionalRoutedTransformerBlock(
-            **routed_block_kwargs(size(1024))), n=size(32768), k=size(1024),
-            compile_block="max-autotune-no-cudagraphs")
-    run.section("max-autotune 32k", max_autotune, need_s=200)
+    def lm_throughput():
+        from .throughput import main as throughput
+        result = throughput(["--contexts", str(size(8192)), str(size(32768)), "--depth", "4", "--steps", "3",
+                             "--device", DEVICE, "--dtype", "bf16"])
+        run.payload["lm_throughput"] = result["rows"]
+    run.section("LM training throughput 8k/32k (eager)", lm_throughput, need_s=45)
 
     write_json(args.out, run.payload)
     print("\n# summary (bf16 autocast, fwd+bwd)")
