@@ -44,6 +44,7 @@ def measure(block: torch.nn.Module, *, batch: int, n: int, device: str, dtype, w
     block = block.to(device).train()
     run_block: Callable = block
     if compile_block:
+        torch._dynamo.reset()  # each configuration gets its own compile, not a recompile-limited cache
         run_block = torch.compile(block, mode=None if compile_block is True else compile_block)
     x = torch.randn(batch, n, block_dim(block), device=device)
     x_grad = x.clone().requires_grad_()

@@ -324,3 +324,19 @@ def test_only_routed_tokens_receive_the_heavy_branch(kind):
     touched = (full - light_only).abs().sum(-1) > 0
     routed = torch.zeros(2, 64, dtype=torch.bool).scatter(1, seen[0].indices[:, 0], seen[0].routed_mask[:, 0])
     assert (touched <= routed).all() and touched.any()
+
+
+def test_light_checkpoint_gives_the_same_gradients():
+    from colt5_lightning import ConditionalRoutedTransformerBlock
+    kwargs = dict(light_dim_head=8, light_heads=2, light_window_size=8, heavy_dim_head=8, heavy_heads=2,
+                  num_heavy_attn_tokens_q=8, num_heavy_attn_tokens_kv=8, num_heavy_ff_tokens=8)
+    plain = ConditionalRoutedTransformerBlock(16, **kwargs)
+    checkpointed = ConditionalRoutedTransformerBlock(16, light_checkpoint=True, **kwargs)
+    checkpointed.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 40, 16)
+    grads = []
+    for block in (plain, checkpointed):
+        xx = x.clone().requires_grad_()
+        block(xx).square().sum().backward()
+        grads.append(xx.grad)
+    torch.testing.assert_close(grads[1], grads[0])

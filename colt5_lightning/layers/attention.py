@@ -21,7 +21,7 @@ class RoutedAttentionBase(nn.Module):
                  light_window_size: int = 128, heavy_dim_head: int = 64, heavy_heads: int = 8,
                  router_straight_through: bool = False, router_type: str = "coor_descent",
                  router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs",
-                 causal_segment: Optional[int] = None):
+                 light_checkpoint: bool = False, causal_segment: Optional[int] = None):
         super().__init__()
         self.dim = _checks.positive_int("dim", dim)
         self.num_heavy_tokens_q = _checks.positive_int("num_heavy_tokens_q", num_heavy_tokens_q)
@@ -30,6 +30,7 @@ class RoutedAttentionBase(nn.Module):
         _checks.divisible("heavy_heads", heavy_heads, "num_routed_kv", num_routed_kv)
         self.light_window_size = _checks.positive_int("light_window_size", light_window_size)
         self.light_heads, self.light_dim_head = light_heads, light_dim_head
+        self.light_checkpoint = bool(light_checkpoint)
         self.norm = nn.LayerNorm(dim)
         self.heavy = HeavyAttention(dim, heads=heavy_heads, dim_head=heavy_dim_head,
                                     num_kv_routes=num_routed_kv, kv_scaling=kv_scaling)
@@ -54,12 +55,14 @@ class ConditionalRoutedAttention(RoutedAttentionBase):
     """x (b, n, dim) -> (b, n, dim). The light branch attends within blocks of `light_window_size`
     and their neighbours; the heavy branch attends among routed tokens, its output scaled by the
     query router's weight and, with kv_scaling='inputs' (the paper), its key/value inputs by the
-    kv router's weight ('values' scales projected values only, as colt5-attention does)."""
+    kv router's weight ('values' scales projected values only, as colt5-attention does).
+    light_checkpoint=True recomputes the light attention in backward instead of keeping its
+    look-around key/value copies: less memory at long lengths for a little more time."""
 
     def __init__(self, dim: int, **kwargs):
         super().__init__(dim, **kwargs)
         self.light = LocalAttention(dim, heads=self.light_heads, dim_head=self.light_dim_head,
-                                    window_size=self.light_window_size)
+                                    window_size=self.light_window_size, checkpoint=self.light_checkpoint)
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None,
                 num_heavy_tokens_q: Union[int, Tensor, None] = None,

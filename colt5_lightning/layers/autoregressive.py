@@ -30,7 +30,8 @@ class ConditionalRoutedAutoregressiveAttention(RoutedAttentionBase):
             self.segment_size = _checks.positive_int("heavy_segment_size", heavy_segment_size)
         super().__init__(dim, causal_segment=self.segment_size, **kwargs)
         self.light = LocalAttention(dim, heads=self.light_heads, dim_head=self.light_dim_head,
-                                    window_size=self.light_window_size, causal=True)
+                                    window_size=self.light_window_size, causal=True,
+                                    checkpoint=self.light_checkpoint)
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None, num_heavy_tokens_q: Optional[int] = None,
                 num_heavy_tokens_kv: Optional[int] = None) -> Tensor:

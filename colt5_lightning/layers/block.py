@@ -19,7 +19,8 @@ class ConditionalRoutedTransformerBlock(nn.Module):
                  light_window_size: int = 128, heavy_dim_head: int = 64, heavy_heads: int = 8,
                  light_ff_mult: float = 0.5, heavy_ff_mult: float = 4, num_routed_kv: int = 1,
                  router_straight_through: bool = False, router_type: str = "coor_descent",
-                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs", causal: bool = False):
+                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs", causal: bool = False,
+                 light_checkpoint: bool = False):
         super().__init__()
         routing = dict(router_straight_through=router_straight_through, router_type=router_type,
                        router_kwargs=router_kwargs)
@@ -29,7 +30,8 @@ class ConditionalRoutedTransformerBlock(nn.Module):
                               num_heavy_tokens_kv=num_heavy_attn_tokens_kv, num_routed_kv=num_routed_kv,
                               light_dim_head=light_dim_head, light_heads=light_heads,
                               light_window_size=light_window_size, heavy_dim_head=heavy_dim_head,
-                              heavy_heads=heavy_heads, kv_scaling=kv_scaling, **routing)
+                              heavy_heads=heavy_heads, kv_scaling=kv_scaling,
+                              light_checkpoint=light_checkpoint, **routing)
         self.ff = ConditionalRoutedFeedForward(dim, num_heavy_tokens=num_heavy_ff_tokens,
                                                light_ff_mult=light_ff_mult, heavy_ff_mult=heavy_ff_mult,
                                                causal=causal, causal_segment_size=light_window_size, **routing)

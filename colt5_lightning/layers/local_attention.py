@@ -2,10 +2,12 @@
 over a feature map, both through torch.nn.functional.scaled_dot_product_attention."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from .. import _checks
@@ -82,8 +84,10 @@ def window_attention_2d(q: Tensor, k: Tensor, v: Tensor, *, window: int,
 class LocalAttention(nn.Module):
     """Multi-head blocked local attention on already-normalised input (b, n, dim)."""
 
-    def __init__(self, dim: int, *, heads: int, dim_head: int, window_size: int, causal: bool = False):
+    def __init__(self, dim: int, *, heads: int, dim_head: int, window_size: int, causal: bool = False,
+                 checkpoint: bool = False):
         super().__init__()
+        self.checkpoint = checkpoint
         self.heads = _checks.positive_int("light_heads", heads)
         self.dim_head = _checks.positive_int("light_dim_head", dim_head)
         self.window_size = _checks.positive_int("light_window_size", window_size)
@@ -94,7 +98,11 @@ class LocalAttention(nn.Module):
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         b, n, _ = x.shape
         q, k, v = self.to_qkv(x).view(b, n, 3, self.heads, self.dim_head).unbind(2)
-        out = blocked_local_attention(q, k, v, window=self.window_size, causal=self.causal, key_mask=mask)
+        attend = partial(blocked_local_attention, window=self.window_size, causal=self.causal, key_mask=mask)
+        if self.checkpoint and torch.is_grad_enabled():
+            out = torch.utils.checkpoint.checkpoint(attend, q, k, v, use_reentrant=False)
+        else:
+            out = attend(q, k, v)
         return self.to_out(out.reshape(b, n, -1))
 
 

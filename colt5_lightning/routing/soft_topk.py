@@ -99,13 +99,18 @@ _compiled = {}
 
 
 def _solve_dual(s, log_k, valid, schedule, method: str, fused: Optional[bool]):
-    """The dual a, fused by torch.compile on CUDA (a few kernels instead of one launch per op)."""
+    """The dual a, fused by torch.compile on CUDA (a few kernels instead of one launch per op).
+
+    Inputs are detached: the solve needs no graph (backward is implicit), and a requires_grad flag
+    would make a separate compiled version of it.
+    """
     solver = METHODS[_checks.one_of("method", method, METHODS)]
     use_fused = s.is_cuda if fused is None else fused
     if use_fused and not torch.compiler.is_compiling():
         if method not in _compiled:
-            _compiled[method] = torch.compile(solver, dynamic=False, fullgraph=True)
-        return _compiled[method](s, log_k, valid, tuple(schedule))
+            # shapes become dynamic after the first change, so new lengths do not recompile
+            _compiled[method] = torch.compile(solver, dynamic=None)
+        return _compiled[method](s.detach(), log_k.detach(), valid, tuple(schedule))
     return solver(s, log_k, valid, schedule)
 
 
