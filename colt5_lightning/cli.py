@@ -12,7 +12,7 @@ import sys
 from typing import List, Optional
 
 import lightning.pytorch as pl
-from jsonargparse import lazy_instance
+from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -37,6 +37,21 @@ class CoLT5CLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0})
         parser.add_lightning_class_args(RouterMonitor, "router_monitor")
+
+    def parse_arguments(self, parser, args) -> None:
+        # Sizes that come from the data may have no default in the model (SequenceClassificationModule's
+        # vocab_size, num_classes): fill them in from the data before the config is validated.
+        parse = parser.parse_object if isinstance(args, (dict, Namespace)) else parser.parse_args
+        self.config = parse(args, _skip_validation=True)
+        subcommand = self.config.get("subcommand")
+        try:
+            link_data_to_model(self.config[subcommand] if subcommand else self.config)
+        except Exception:  # noqa: BLE001 - a data config that can't be built is reported below or at instantiation
+            pass
+        try:
+            parser.validate(self.config)
+        except (TypeError, KeyError) as ex:
+            parser.error(str(ex), ex)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -78,17 +93,26 @@ def cli(args: Optional[List[str]] = None, run: bool = True) -> CoLT5CLI:
         subclass_mode_data=True,
         parser_kwargs={"parser_mode": "omegaconf"},
         save_config_kwargs={"overwrite": True},
-        trainer_defaults=TRAINER_DEFAULTS,
+        trainer_defaults=trainer_defaults(),
         args=args,
         run=run,
     )
 
 
-TRAINER_DEFAULTS = {
-    "logger": [lazy_instance(TensorBoardLogger, save_dir="logs", name="colt5"),
-               lazy_instance(CSVLogger, save_dir="logs", name="colt5")],
-    "callbacks": [lazy_instance(RichProgressBar)],
-}
+def trainer_defaults() -> dict:
+    """Built afresh for every call, as plain configs and new objects rather than lazy instances: a
+    lazy instance turns into its object when first used, so one run's loggers and progress bar (and,
+    through them, its trainer) would be handed to the next run in the same process; its dynamic
+    class can't be unpickled by ddp_spawn workers; and it can't be written to config.yaml."""
+    return {
+        "logger": [_class_config(TensorBoardLogger, save_dir="logs", name="colt5"),
+                   _class_config(CSVLogger, save_dir="logs/colt5", name="csv")],
+        "callbacks": [RichProgressBar()],
+    }
+
+
+def _class_config(cls, **init_args) -> dict:
+    return {"class_path": f"{cls.__module__}.{cls.__name__}", "init_args": init_args}
 
 
 def sample(args: List[str]) -> str:
