@@ -1,8 +1,9 @@
 """The `colt5` command: LightningCLI (fit / validate / test / predict) plus `colt5 sample`.
 
     colt5 fit --config recipes/language_modeling/cpu.yaml
-    colt5 fit --config configs/trainer/gpu_bf16.yaml --config recipes/language_modeling/byte_lm_8k.yaml
-    colt5 sample --ckpt_path logs/byte_lm/checkpoints/last.ckpt --prompt "def " --length 200
+    colt5 fit --config configs/trainer/gpu_bf16.yaml --config configs/model/lm/base.yaml \
+              --config recipes/language_modeling/gpu_8k.yaml
+    colt5 sample --ckpt_path logs/byte_lm_cpu/checkpoints/last.ckpt --prompt "def " --length 200
 """
 from __future__ import annotations
 
@@ -44,13 +45,16 @@ class CoLT5CLI(LightningCLI):
         parse = parser.parse_object if isinstance(args, (dict, Namespace)) else parser.parse_args
         self.config = parse(args, _skip_validation=True)
         subcommand = self.config.get("subcommand")
+        data_error = None
         try:
             link_data_to_model(self.config[subcommand] if subcommand else self.config)
-        except Exception:  # noqa: BLE001 - a data config that can't be built is reported below or at instantiation
-            pass
+        except (TypeError, ValueError, OSError) as ex:  # a bad data config: say so, not "vocab_size missing"
+            data_error = ex
         try:
             parser.validate(self.config)
         except (TypeError, KeyError) as ex:
+            if data_error is not None:
+                parser.error(f"the data config could not be built: {data_error}", data_error)
             parser.error(str(ex), ex)
 
     def before_instantiate_classes(self) -> None:

@@ -115,3 +115,35 @@ def test_the_heavy_branch_changes_the_output_of_routed_positions():
         light_only = module(x)
     assert not torch.allclose(full[:, WIN:], light_only[:, WIN:])
     torch.testing.assert_close(full[:, :WIN], light_only[:, :WIN])  # nothing routed in segment 0
+
+
+@pytest.mark.parametrize("router_type", ["coor_descent", "sinkhorn", "cum_softmax"])
+def test_language_model_prefix_gives_the_same_logits_as_the_full_sequence(router_type):
+    from colt5_lightning.models import CoLT5LanguageModel
+    model = CoLT5LanguageModel(vocab_size=32, max_seq_len=64, dim=32, depth=2, light_heads=2, heavy_heads=2,
+                               light_dim_head=16, heavy_dim_head=16, light_window_size=8,
+                               num_heavy_attn_tokens_q=16, num_heavy_attn_tokens_kv=16, num_heavy_ff_tokens=16,
+                               router_type=router_type).eval()
+    ids = torch.randint(0, 32, (2, 64))
+    full = model(ids)
+    for t in (9, 23, 40, 63):
+        torch.testing.assert_close(model(ids[:, :t]), full[:, :t], atol=1e-5, rtol=0)
+
+
+def test_causal_router_routes_nothing_after_an_all_padding_segment():
+    from colt5_lightning.routing.causal import CausalRouter
+    router = CausalRouter(8, segment_size=4).eval()
+    x = torch.randn(1, 12, 8)
+    mask = torch.ones(1, 12, dtype=torch.bool)
+    mask[:, :4] = False  # left padding fills segment 0
+    routing = router(x, num_tokens=3, mask=mask)
+    segment = routing.indices[0, 0] // 4
+    assert not routing.routed_mask[0, 0][segment == 1].any()
+
+
+def test_heavy_segment_longer_than_the_light_window_is_rejected():
+    from colt5_lightning import ConditionalRoutedAutoregressiveAttention
+    with pytest.raises(ValueError, match="heavy_segment_size"):
+        ConditionalRoutedAutoregressiveAttention(16, num_heavy_tokens_q=4, num_heavy_tokens_kv=4, light_window_size=8,
+                                                 heavy_segment_size=32, light_heads=2, heavy_heads=2,
+                                                 light_dim_head=8, heavy_dim_head=8)

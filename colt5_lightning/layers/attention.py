@@ -21,7 +21,8 @@ class RoutedAttentionBase(nn.Module):
                  light_window_size: int = 128, heavy_dim_head: int = 64, heavy_heads: int = 8,
                  router_straight_through: bool = False, router_type: str = "coor_descent",
                  router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs",
-                 light_checkpoint: bool = False, causal_segment: Optional[int] = None):
+                 light_checkpoint: bool = False, causal_segment: Optional[int] = None,
+                 max_seq_len: Optional[int] = None):
         super().__init__()
         self.dim = _checks.positive_int("dim", dim)
         self.num_heavy_tokens_q = _checks.positive_int("num_heavy_tokens_q", num_heavy_tokens_q)
@@ -36,7 +37,8 @@ class RoutedAttentionBase(nn.Module):
                                     num_kv_routes=num_routed_kv, kv_scaling=kv_scaling)
         common = dict(router_type=router_type, straight_through=router_straight_through,
                       router_kwargs=router_kwargs)
-        self.q_router = make_router(dim, causal_segment=causal_segment, **common)
+        self.max_seq_len = max_seq_len
+        self.q_router = make_router(dim, causal_segment=causal_segment, max_seq_len=max_seq_len, **common)
         self.kv_router = make_router(dim, num_routing_tokens=num_routed_kv, **common)
 
     def _counts(self, q, kv):

@@ -19,8 +19,11 @@ from .local_attention import LocalAttention
 
 
 class ConditionalRoutedAutoregressiveAttention(RoutedAttentionBase):
-    """Takes ConditionalRoutedAttention's arguments; token counts are budgets for the whole
-    sequence, spread over segments of `heavy_segment_size` (default: light_window_size)."""
+    """Takes ConditionalRoutedAttention's arguments. Token counts are budgets for a sequence of
+    `max_seq_len` tokens (default: each input's own length), spread over segments of
+    `heavy_segment_size` (default and maximum: light_window_size, so that every earlier position
+    is reachable by the light or the heavy branch). Give max_seq_len when prefixes of different
+    lengths must route alike, as in generation."""
 
     def __init__(self, dim: int, *, heavy_segment_size: Optional[int] = None, **kwargs):
         window = kwargs.get("light_window_size", 128)
@@ -28,6 +31,9 @@ class ConditionalRoutedAutoregressiveAttention(RoutedAttentionBase):
             self.segment_size = _checks.positive_int("light_window_size", window)
         else:
             self.segment_size = _checks.positive_int("heavy_segment_size", heavy_segment_size)
+            if isinstance(window, int) and heavy_segment_size > window:
+                raise ValueError(f"heavy_segment_size ({heavy_segment_size}) must be at most light_window_size "
+                                 f"({window}): tokens of the own segment beyond the window would be unreachable")
         super().__init__(dim, causal_segment=self.segment_size, **kwargs)
         self.light = LocalAttention(dim, heads=self.light_heads, dim_head=self.light_dim_head,
                                     window_size=self.light_window_size, causal=True,
@@ -44,7 +50,8 @@ class ConditionalRoutedAutoregressiveAttention(RoutedAttentionBase):
         out = self.light(x, mask)
         q_routing = self.q_router(x, num_tokens=k_q, mask=mask)
         kv_routing = route_within_segments(self.kv_router, x, num_tokens=k_kv,
-                                           segment_size=self.segment_size, mask=mask)
+                                           segment_size=self.segment_size, mask=mask,
+                                           reference_len=self.max_seq_len)
         q_segment = q_routing.indices[:, 0] // self.segment_size  # (b, m_q)
         kv_segment = kv_routing.indices // self.segment_size      # (b, r, m_kv)
         earlier = kv_segment.unsqueeze(1) < q_segment.view(*q_segment.shape, 1, 1)  # (b, m_q, r, m_kv)

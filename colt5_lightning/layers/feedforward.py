@@ -14,13 +14,14 @@ class ConditionalRoutedFeedForward(nn.Module):
     """x (b, n, dim) -> (b, n, dim): light FF on all tokens + router-weighted heavy FF on the top k.
 
     causal=True routes by CausalRouter (segment j by a threshold learned on segment j-1), so no
-    output depends on later tokens; `causal_segment_size` sets the segment length.
+    output depends on later tokens; `causal_segment_size` sets the segment length and
+    `max_seq_len` the length the token budget is for (default: each input's own length).
     """
 
     def __init__(self, dim: int, *, num_heavy_tokens: int, light_ff_mult: float = 0.5,
                  heavy_ff_mult: float = 4, router_straight_through: bool = False,
                  router_type: str = "coor_descent", router_kwargs: Optional[dict] = None,
-                 causal: bool = False, causal_segment_size: int = 128):
+                 causal: bool = False, causal_segment_size: int = 128, max_seq_len: Optional[int] = None):
         super().__init__()
         self.dim = _checks.positive_int("dim", dim)
         self.num_heavy_tokens = _checks.positive_int("num_heavy_tokens", num_heavy_tokens)
@@ -31,7 +32,7 @@ class ConditionalRoutedFeedForward(nn.Module):
         self.light_ff = FeedForward(dim, light_ff_mult)
         self.heavy_ff = FeedForward(dim, heavy_ff_mult)
         self.router = make_router(dim, router_type=router_type, straight_through=router_straight_through,
-                                  router_kwargs=router_kwargs,
+                                  router_kwargs=router_kwargs, max_seq_len=max_seq_len,
                                   causal_segment=_checks.positive_int("causal_segment_size", causal_segment_size)
                                   if causal else None)
 

@@ -64,21 +64,22 @@ def blocked_local_attention(q: Tensor, k: Tensor, v: Tensor, *, window: int, cau
 
 def window_attention_2d(q: Tensor, k: Tensor, v: Tensor, *, window: int,
                         key_mask: Optional[Tensor] = None) -> Tensor:
-    """q, k, v (b, h, H, W, d): attention inside non-overlapping window×window tiles."""
-    b, h, H, W, d = q.shape
+    """q, k, v (b, H, W, h, d) -> (b, H, W, h, d): attention inside non-overlapping window×window
+    tiles, folded into the batch as (b·tiles, h, window², d) so SDPA takes its fused kernel."""
+    b, H, W, h, d = q.shape
+    th, tw = H // window, W // window
 
-    def tiles(t: Tensor) -> Tensor:  # (b, heads or 1, H, W, c) -> (b, heads or 1, tiles, window², c)
-        t = t.reshape(b, t.shape[1], H // window, window, W // window, window, -1)
-        return t.permute(0, 1, 2, 4, 3, 5, 6).reshape(b, t.shape[1], -1, window * window, t.shape[-1])
+    def tiles(t: Tensor) -> Tensor:  # (b, H, W, ...) -> (b·tiles, window², ...)
+        t = t.reshape(b, th, window, tw, window, *t.shape[3:]).transpose(2, 3)
+        return t.reshape(b * th * tw, window * window, *t.shape[5:])
 
     mask = None
     if key_mask is not None:
-        km = tiles(key_mask.view(b, 1, H, W, 1).expand(b, 1, H, W, 1)).squeeze(-1)  # (b, 1, T, w²)
         eye = torch.eye(window * window, dtype=torch.bool, device=q.device)
-        mask = km.unsqueeze(-2) | eye
-    out = F.scaled_dot_product_attention(tiles(q), tiles(k), tiles(v), attn_mask=mask)
-    out = out.view(b, h, H // window, W // window, window, window, d).permute(0, 1, 2, 4, 3, 5, 6)
-    return out.reshape(b, h, H, W, d)
+        mask = (tiles(key_mask).unsqueeze(-2) | eye).unsqueeze(1)  # (b·tiles, 1, w², w²)
+    out = F.scaled_dot_product_attention(*(tiles(t).transpose(1, 2) for t in (q, k, v)), attn_mask=mask)
+    out = out.transpose(1, 2).reshape(b, th, tw, window, window, h, d).transpose(2, 3)
+    return out.reshape(b, H, W, h, d)
 
 
 class LocalAttention(nn.Module):
@@ -119,6 +120,6 @@ class WindowAttention2d(nn.Module):
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         b, H, W, _ = x.shape
-        q, k, v = self.to_qkv(x).view(b, H, W, 3, self.heads, self.dim_head).permute(3, 0, 4, 1, 2, 5)
+        q, k, v = self.to_qkv(x).view(b, H, W, 3, self.heads, self.dim_head).unbind(3)
         out = window_attention_2d(q, k, v, window=self.window_size, key_mask=mask)
-        return self.to_out(out.permute(0, 2, 3, 1, 4).reshape(b, H, W, -1))
+        return self.to_out(out.reshape(b, H, W, -1))

@@ -11,13 +11,15 @@ from ..routing.causal import CausalRouter
 
 
 def make_router(dim: int, *, router_type: str, straight_through: bool, router_kwargs: Optional[dict],
-                num_routing_tokens: int = 1, causal_segment: Optional[int] = None) -> nn.Module:
+                num_routing_tokens: int = 1, causal_segment: Optional[int] = None,
+                max_seq_len: Optional[int] = None) -> nn.Module:
     _checks.one_of("router_type", router_type, ROUTER_TYPES)
     if router_kwargs is not None and not isinstance(router_kwargs, dict):
         raise TypeError(f"router_kwargs must be a dict, got {type(router_kwargs).__name__}")
     kwargs = dict(router_kwargs or {})
     if causal_segment is not None:
-        return CausalRouter(dim, segment_size=causal_segment, straight_through=straight_through,
+        return CausalRouter(dim, segment_size=causal_segment, reference_len=max_seq_len,
+                            straight_through=straight_through,
                             router_type=router_type, **kwargs)
     return Router(dim, num_routing_tokens=num_routing_tokens, router_type=router_type,
                   straight_through=straight_through, **kwargs)

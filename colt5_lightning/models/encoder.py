@@ -29,7 +29,7 @@ class CoLT5Encoder(nn.Module):
                  light_ff_mult: float = 0.5, heavy_ff_mult: float = 4.0, num_routed_kv: int = 1,
                  router_straight_through: bool = False, router_type: str = "coor_descent",
                  router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs",
-                 causal: bool = False, dense: bool = False):
+                 causal: bool = False, dense: bool = False, max_seq_len: Optional[int] = None):
         super().__init__()
         self.dim = _checks.positive_int("dim", dim)
         self.depth = _checks.positive_int("depth", depth)
@@ -46,7 +46,8 @@ class CoLT5Encoder(nn.Module):
                 heavy_dim_head=heavy_dim_head, heavy_heads=heavy_heads, light_ff_mult=light_ff_mult,
                 heavy_ff_mult=heavy_ff_mult, num_routed_kv=num_routed_kv,
                 router_straight_through=router_straight_through, router_type=router_type,
-                router_kwargs=router_kwargs, kv_scaling=kv_scaling, causal=causal) for _ in range(depth)]
+                router_kwargs=router_kwargs, kv_scaling=kv_scaling, causal=causal,
+                max_seq_len=max_seq_len if causal else None) for _ in range(depth)]
         self.blocks = nn.ModuleList(blocks)
         self.norm = nn.LayerNorm(dim)
 

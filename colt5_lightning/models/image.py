@@ -68,7 +68,7 @@ class CoLT5ImageClassifier(nn.Module):
         side = image_size // patch_size
         self.side = side
         self.dense = bool(dense)
-        if not dense and side % light_window_size:
+        if not dense and side % _checks.positive_int("light_window_size", light_window_size):
             raise ValueError(f"the feature map side image_size / patch_size = {side} must be divisible by "
                              f"light_window_size ({light_window_size})")
         self.stem = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)

@@ -7,13 +7,12 @@ query/key projections, so rotary embeddings would have to be threaded through ev
 while an additive table needs nothing from them and suits a model whose context is cropped to
 max_seq_len when generating.
 
-Routed token counts are budgets for a max_seq_len-long sequence. A shorter input (a prompt
-while generating) gets proportionally fewer, so the density of routed tokens per segment is
-the same at any length.
+Routed token counts are budgets for a max_seq_len-long sequence, turned once into a fixed
+number per segment, so a prefix (a prompt while generating) routes exactly as it does inside
+the full sequence: logits at t do not depend on the input's length.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -49,18 +48,13 @@ class CoLT5LanguageModel(nn.Module):
             light_window_size=light_window_size, heavy_dim_head=heavy_dim_head, heavy_heads=heavy_heads,
             light_ff_mult=light_ff_mult, heavy_ff_mult=heavy_ff_mult, num_routed_kv=num_routed_kv,
             router_straight_through=router_straight_through, router_type=router_type,
-            router_kwargs=router_kwargs, kv_scaling=kv_scaling, causal=True, dense=dense, **self.budgets)
+            router_kwargs=router_kwargs, kv_scaling=kv_scaling, causal=True, dense=dense,
+            max_seq_len=max_seq_len, **self.budgets)
         self.head = nn.Linear(dim, vocab_size, bias=False)
         nn.init.normal_(self.tok_emb.weight, std=0.02)
         nn.init.normal_(self.pos_emb, std=0.02)
         if tie_embeddings:
             self.head.weight = self.tok_emb.weight
-
-    def _scaled_budgets(self, n: int) -> dict:
-        """Token counts for an n-long input: the max_seq_len budgets scaled by n / max_seq_len."""
-        if self.dense or n == self.max_seq_len:
-            return {}
-        return {name: max(1, math.ceil(k * n / self.max_seq_len)) for name, k in self.budgets.items()}
 
     def forward(self, input_ids: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         if not isinstance(input_ids, Tensor) or input_ids.ndim != 2 or input_ids.dtype != torch.long:
@@ -71,7 +65,7 @@ class CoLT5LanguageModel(nn.Module):
         if n > self.max_seq_len:
             raise ValueError(f"input length {n} exceeds max_seq_len {self.max_seq_len}")
         x = self.tok_emb(input_ids) + self.pos_emb[:n]
-        x = self.encoder(x, mask, **self._scaled_budgets(n))
+        x = self.encoder(x, mask)
         return self.head(x)
 
     @torch.no_grad()

@@ -23,18 +23,23 @@ from torch import Tensor, nn
 from .. import _checks
 from .gather import gather_tokens
 from .router import Router, Routing
-from .soft_topk import coor_descent_dual
+from .soft_topk import coor_descent_dual, eps_schedule
 
 
 def per_segment(num_tokens: int, seq_len: int, segment_size: int) -> int:
-    """A sequence-wide token budget spread over segments: ⌈k·L/n⌉, within [1, L]."""
+    """A budget of k tokens for a seq_len-long sequence spread over segments: ⌈k·L/n⌉, within [1, L].
+
+    Callers pass a fixed reference length (a model's max_seq_len), not the input's length, so a
+    prefix routes exactly as it does inside a longer sequence.
+    """
     return max(1, min(segment_size, math.ceil(num_tokens * segment_size / max(seq_len, 1))))
 
 
 class CausalRouter(nn.Module):
     """Routes tokens of segment j by the threshold learned on segment j-1 (see module doc)."""
 
-    def __init__(self, dim: int, *, segment_size: int, straight_through: bool = False,
+    def __init__(self, dim: int, *, segment_size: int, reference_len: Optional[int] = None,
+                 straight_through: bool = False,
                  over_fetch: float = 9 / 8, n_iters: int = 20, eps: float = 0.03,
                  eps_init: Optional[float] = 4.0, eps_decay: float = 0.7, method: str = "exact",
                  fused: Optional[bool] = None,
@@ -42,11 +47,15 @@ class CausalRouter(nn.Module):
         super().__init__()
         self.dim = _checks.positive_int("dim", dim)
         self.segment_size = _checks.positive_int("segment_size", segment_size)
-        self.router_type = router_type  # the threshold is always the coordinate-descent dual
+        self.reference_len = None if reference_len is None else _checks.positive_int("reference_len", reference_len)
+        self.router_type = router_type  # kept for the monitor; the threshold is the coordinate-descent dual
         self.straight_through = bool(straight_through)
+        if not over_fetch >= 1.0:
+            raise ValueError(f"over_fetch must be >= 1, got {over_fetch}")
         self.over_fetch = float(over_fetch)
-        self.solver = dict(n_iters=n_iters, eps=eps, eps_init=eps_init, eps_decay=eps_decay, method=method,
-                           fused=fused)
+        self.solver = dict(n_iters=_checks.positive_int("n_iters", n_iters), eps=_checks.positive_number("eps", eps),
+                           eps_init=eps_init, eps_decay=eps_decay, method=method, fused=fused)
+        self.eps = eps_schedule(n_iters, eps, eps_init, eps_decay)[-1] if method == "iterative" else eps
         self.num_routing_tokens = 1
         self.routing_tokens = nn.Parameter(torch.randn(1, dim) * dim ** -0.5)
 
@@ -55,8 +64,8 @@ class CausalRouter(nn.Module):
         b, n, _ = x.shape
         mask = _checks.mask_for("mask", mask, (b, n), "x (batch, seq)")
         if isinstance(num_tokens, Tensor):
-            raise TypeError("causal routing takes num_tokens as an int (a per-sample tensor would "
-                            "need the whole sequence to be known)")
+            raise TypeError("causal routing takes num_tokens (num_heavy_tokens_q, num_heavy_ff_tokens) as "
+                            "an int: a per-sample count would need the whole sequence to be known")
         _checks.positive_int("num_tokens", num_tokens)
         L = self.segment_size
         S = -(-n // L)
@@ -67,7 +76,7 @@ class CausalRouter(nn.Module):
         seg_scores = F.pad(scores, (0, pad)).view(b, S, L)
         seg_valid = F.pad(valid, (0, pad), value=False).view(b, S, L)
 
-        k = per_segment(num_tokens, n, L)
+        k = per_segment(num_tokens, self.reference_len or n, L)
         capacity = min(L, math.ceil(k * (self.over_fetch if self.training else 1.0)))
         a = coor_descent_dual(seg_scores.detach(), k=k, mask=seg_valid, **self.solver)
         a_fetch = a if capacity == k else coor_descent_dual(seg_scores.detach(), k=capacity,
@@ -83,7 +92,7 @@ class CausalRouter(nn.Module):
         local = priority.topk(capacity, dim=-1).indices  # kept tokens first, earliest first
         slot_valid = keep.gather(-1, local)
         weights_all = torch.exp(torch.clamp(seg_scores + torch.nan_to_num(a_prev, neginf=-1e30), max=0.0)
-                                / self.solver["eps"])
+                                / self.eps)
         weights_all = torch.where(seg_valid & torch.isfinite(a_prev), weights_all, 0.0)
         weights = weights_all.gather(-1, local)
         if self.straight_through:
@@ -98,7 +107,7 @@ class CausalRouter(nn.Module):
 
 
 def route_within_segments(router: Router, x: Tensor, *, num_tokens: int, segment_size: int,
-                          mask: Optional[Tensor]) -> Routing:
+                          mask: Optional[Tensor], reference_len: Optional[int] = None) -> Routing:
     """Ordinary soft top-k inside each segment; indices are global, slots ordered by segment."""
     b, n, d = x.shape
     L = segment_size
@@ -107,7 +116,7 @@ def route_within_segments(router: Router, x: Tensor, *, num_tokens: int, segment
     valid = torch.ones(b, n, dtype=torch.bool, device=x.device) if mask is None else mask
     xs = F.pad(x, (0, 0, 0, pad)).view(b * S, L, d)
     vs = F.pad(valid, (0, pad), value=False).view(b * S, L)
-    k = per_segment(num_tokens, n, L)
+    k = per_segment(num_tokens, reference_len or n, L)
     inner = router(xs, num_tokens=k, mask=vs)
     r, m = inner.indices.shape[1:]
 

@@ -105,13 +105,21 @@ def _solve_dual(s, log_k, valid, schedule, method: str, fused: Optional[bool]):
     would make a separate compiled version of it.
     """
     solver = METHODS[_checks.one_of("method", method, METHODS)]
-    use_fused = s.is_cuda if fused is None else fused
+    # by default only the iterative loop is compiled: on an H200 the one-sort exact solve was
+    # faster eager (1.67 ms) than compiled (1.95 ms) for three 32k rows
+    use_fused = (s.is_cuda and method == "iterative") if fused is None else fused
     if use_fused and not torch.compiler.is_compiling():
         if method not in _compiled:
             # shapes become dynamic after the first change, so new lengths do not recompile
             _compiled[method] = torch.compile(solver, dynamic=None)
         return _compiled[method](s.detach(), log_k.detach(), valid, tuple(schedule))
     return solver(s, log_k, valid, schedule)
+
+
+def _schedule_for(method: str, n_iters: int, eps: float, eps_init, eps_decay) -> tuple:
+    """ε per iteration; the exact solve needs only the final ε, which is always `eps`."""
+    schedule = eps_schedule(n_iters, eps, eps_init, eps_decay)
+    return (float(eps),) if _checks.one_of("method", method, METHODS) == "exact" else schedule
 
 
 def coor_descent_dual(s: Tensor, *, k: K, n_iters: int = 20, eps: float = 0.03,
@@ -122,12 +130,14 @@ def coor_descent_dual(s: Tensor, *, k: K, n_iters: int = 20, eps: float = 0.03,
 
     Exposed for routing that must be causal: a computed on earlier tokens thresholds later ones.
     """
-    schedule = eps_schedule(n_iters, eps, eps_init, eps_decay)
+    schedule = _schedule_for(method, n_iters, eps, eps_init, eps_decay)
     s, valid, kk = _prepare(s, k, mask)
     with torch.no_grad():
         a = _solve_dual(s, torch.log(kk.clamp_min(1e-30)).expand(*s.shape[:-1], 1), valid, schedule,
                         method, fused)
-    return torch.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+    # a row with nothing to route (no valid token, or k = 0) gets a = -inf: no token passes it
+    empty = (valid.sum(-1, keepdim=True) == 0) | (kk <= 0)
+    return torch.where(empty, float("-inf"), a)
 
 
 class _CoorDescent(torch.autograd.Function):
@@ -173,7 +183,7 @@ def coor_descent(s: Tensor, *, k: K, n_iters: int, eps: float, eps_init: Optiona
     eps_decay=0.7). Both backpropagate by implicit differentiation, O(n) memory. `fused=None`
     compiles the solver on CUDA and runs it eagerly elsewhere.
     """
-    schedule = eps_schedule(n_iters, eps, eps_init, eps_decay)
+    schedule = _schedule_for(method, n_iters, eps, eps_init, eps_decay)
     s, valid, k = _prepare(s, k, mask)
     return _CoorDescent.apply(s, k, valid, schedule, _checks.one_of("method", method, METHODS), fused)
 

@@ -61,7 +61,8 @@ def _mean_where(values: Tensor, ok: Tensor) -> Tensor:
     return torch.where(ok, values, 0.0).sum() / ok.sum().clamp_min(1)
 
 
-def _sum_residual(all_weights: Tensor, valid: Tensor, k, segment_size: Optional[int]) -> Tensor:
+def _sum_residual(all_weights: Tensor, valid: Tensor, k, segment_size: Optional[int],
+                  reference_len: Optional[int] = None) -> Tensor:
     b, r, n = all_weights.shape
     if segment_size is not None:  # causal: rows are segments 1.., each with the per-segment budget
         L = segment_size
@@ -69,7 +70,7 @@ def _sum_residual(all_weights: Tensor, valid: Tensor, k, segment_size: Optional[
         pad = S * L - n
         all_weights = F.pad(all_weights, (0, pad)).view(b, r, S, L)[:, :, 1:].reshape(b, -1, L)
         valid = F.pad(valid, (0, pad), value=False).view(b, r, S, L)[:, :, 1:].reshape(b, -1, L)
-        k = per_segment(int(k), n, L)
+        k = per_segment(int(k), reference_len or n, L)
     k = torch.as_tensor(k, dtype=torch.float32, device=all_weights.device).reshape(-1, 1)  # (1|b, 1)
     k_eff = torch.minimum(k, valid.sum(-1).float())
     total = (all_weights * valid).sum(-1)
@@ -78,7 +79,7 @@ def _sum_residual(all_weights: Tensor, valid: Tensor, k, segment_size: Optional[
 
 @torch.no_grad()
 def routing_statistics(routing: Routing, mask: Optional[Tensor] = None,
-                       segment_size: Optional[int] = None) -> Dict[str, Tensor]:
+                       segment_size: Optional[int] = None, reference_len: Optional[int] = None) -> Dict[str, Tensor]:
     """The statistics listed in the module docstring, as 0-d float tensors (no host sync).
 
     mask (b, n) marks the valid tokens of the router's input; segment_size is a CausalRouter's.
@@ -109,7 +110,8 @@ def routing_statistics(routing: Routing, mask: Optional[Tensor] = None,
         "weight_mean": w_mean,
         "weight_std": w_var.sqrt(),
         "topk_margin": _mean_where(lowest_selected - best_unselected, has_both),
-        "sum_residual": _sum_residual(routing.all_weights.float(), valid, routing.num_tokens, segment_size),
+        "sum_residual": _sum_residual(routing.all_weights.float(), valid, routing.num_tokens, segment_size,
+                                     reference_len),
         "pad_frac": padded.sum() / n_routed.clamp_min(1),
     }
 
@@ -182,10 +184,11 @@ class RouterMonitor(pl.Callback):
         if not (self._collect or self._histogram):
             return
         x = args[0] if args else kwargs["x"]
-        segment = module.segment_size if isinstance(module, CausalRouter) else None
+        causal = isinstance(module, CausalRouter)
+        segment, reference_len = (module.segment_size, module.reference_len) if causal else (None, None)
         with torch.no_grad():
             if self._collect:
-                self._stats[key] = routing_statistics(output, kwargs.get("mask"), segment)
+                self._stats[key] = routing_statistics(output, kwargs.get("mask"), segment, reference_len)
                 self._selected[key] = selected_positions(output, x.shape[1])
             if self._histogram:
                 positions = output.indices[output.routed_mask].float() / x.shape[1]
