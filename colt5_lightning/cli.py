@@ -121,7 +121,6 @@ def _class_config(cls, **init_args) -> dict:
 
 def sample(args: List[str]) -> str:
     """colt5 sample: text from a language-model checkpoint."""
-    from .data.byte_codec import decode, encode
     from .training import LanguageModelModule
 
     parser = argparse.ArgumentParser(prog="colt5 sample", description="Sample text from a language-model checkpoint.")
@@ -134,12 +133,9 @@ def sample(args: List[str]) -> str:
     opts = parser.parse_args(args)
     if opts.length <= 0:
         parser.error(f"--length must be positive, got {opts.length}")
-    pl.seed_everything(opts.seed, verbose=False)
     module = LanguageModelModule.load_from_checkpoint(opts.ckpt_path, map_location="cpu")
-    prompt = encode(opts.prompt).unsqueeze(0)
-    out = module.model.generate(prompt, max_new_tokens=opts.length, temperature=opts.temperature,
-                                top_k=opts.top_k)
-    text = decode(out[0, prompt.shape[1]:])
+    text = module.sample(opts.prompt, opts.length, temperature=opts.temperature, top_k=opts.top_k,
+                         seed=opts.seed, include_prompt=False)
     print(opts.prompt + text)
     return text
 

@@ -81,7 +81,8 @@ def test_bad_image_is_named(channel_first):
     with pytest.raises(ValueError, match=r"x must have shape \(batch, (height, width, dim|dim, height, width)\)"):
         module(torch.randn(2, 64, DIM))
     wrong_width = torch.randn(2, 8, 8, DIM + 1)
-    with pytest.raises(ValueError, match="x must have feature size"):
+    expected = f"x must have {DIM} channels in dim 1" if channel_first else "x must have feature size"
+    with pytest.raises(ValueError, match=expected):
         module(wrong_width.permute(0, 3, 1, 2) if channel_first else wrong_width)
 
 

@@ -25,7 +25,11 @@ class ConditionalRoutedImageAttention(RoutedAttentionBase):
                 num_heavy_tokens_q: Union[int, Tensor, None] = None,
                 num_heavy_tokens_kv: Union[int, Tensor, None] = None) -> Tensor:
         layout = "(batch, dim, height, width)" if self.channel_first else "(batch, height, width, dim)"
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor of shape {layout}, got {type(x).__name__}")
         if self.channel_first:
+            if x.ndim == 4 and x.shape[1] != self.dim:
+                raise ValueError(f"x must have {self.dim} channels in dim 1 {layout}, got {x.shape[1]}")
             _checks.features("x", x.movedim(1, -1) if x.ndim == 4 else x, self.dim, rank=4, layout=layout)
             x = x.movedim(1, -1)
         else:

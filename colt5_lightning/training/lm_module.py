@@ -46,6 +46,11 @@ class LanguageModelModule(pl.LightningModule):
         self.save_hyperparameters()
         check_optim_args(lr=lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps,
                          max_steps=max_steps, min_lr_ratio=min_lr_ratio)
+        if not sample_temperature >= 0:
+            raise ValueError(f"sample_temperature must be >= 0 (0 = greedy), got {sample_temperature}")
+        if sample_top_k is not None and (isinstance(sample_top_k, bool) or not isinstance(sample_top_k, int)
+                                         or sample_top_k <= 0):
+            raise ValueError(f"sample_top_k must be a positive int or null, got {sample_top_k!r}")
         if not isinstance(sample_length, int) or sample_length < 0:
             raise ValueError(f"sample_length must be a non-negative int (0 disables samples), got {sample_length!r}")
         self.model = CoLT5LanguageModel(
@@ -87,17 +92,21 @@ class LanguageModelModule(pl.LightningModule):
         if not self.trainer.sanity_checking and self.hparams.sample_length > 0:
             self._log_sample()
 
-    def sample(self, prompt: Optional[str] = None, length: Optional[int] = None) -> str:
-        """Decodes `length` sampled bytes after `prompt` (UTF-8, undecodable bytes replaced)."""
+    def sample(self, prompt: Optional[str] = None, length: Optional[int] = None,
+               temperature: Optional[float] = None, top_k: Optional[int] = None,
+               seed: Optional[int] = None, include_prompt: bool = True) -> str:
+        """Decodes `length` sampled bytes after `prompt` (UTF-8, undecodable bytes replaced);
+        arguments left None take the module's sample_* settings."""
         hp = self.hparams
         prompt = hp.sample_prompt if prompt is None else prompt
         length = hp.sample_length if length is None else length
         ids = list(prompt.encode("utf-8")) or [ord("\n")]
-        generator = torch.Generator(device=self.device).manual_seed(hp.sample_seed)
+        generator = torch.Generator(device=self.device).manual_seed(hp.sample_seed if seed is None else seed)
         out = self.model.generate(torch.tensor([ids], device=self.device), length,
-                                  temperature=hp.sample_temperature, top_k=hp.sample_top_k,
-                                  generator=generator)
-        return bytes(t for t in out[0].tolist() if t < 256).decode("utf-8", errors="replace")
+                                  temperature=hp.sample_temperature if temperature is None else temperature,
+                                  top_k=hp.sample_top_k if top_k is None else top_k, generator=generator)
+        tokens = out[0].tolist()[0 if include_prompt else len(ids):]
+        return bytes(t for t in tokens if t < 256).decode("utf-8", errors="replace")
 
     def _log_sample(self) -> None:
         # every process samples (a sharded model needs all of them in each forward); rank 0 logs
