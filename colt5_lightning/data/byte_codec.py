@@ -26,3 +26,19 @@ def decode(ids: Union[torch.Tensor, Iterable[int]]) -> str:
             raise ValueError(f"ids must be byte values in [0, 255], got {i}")
         data.append(i)
     return data.decode("utf-8", errors="replace")
+
+
+class ByteVocabulary:
+    """What a byte-level DataModule tells the model and the sampler: 256 tokens, UTF-8 codec."""
+
+    @property
+    def vocab_size(self) -> int:
+        return BYTE_VOCAB_SIZE
+
+    @staticmethod
+    def encode(text: str) -> torch.Tensor:
+        return encode(text)
+
+    @staticmethod
+    def decode(ids: Union[torch.Tensor, Iterable[int]]) -> str:
+        return decode(ids)

@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Optional
 
-import torch
 from torch.utils.data import DataLoader, Subset
 
-from . import _args, byte_codec
+from . import _args
 from ._base import SeededDataModule
+from .byte_codec import ByteVocabulary
 from .byte_corpus import resolve_corpus
 from .byte_windows import ByteWindowDataset, MappedBytes, RandomWindowSampler, evenly_spaced
 
 
-class ByteTextDataModule(SeededDataModule):
+class ByteTextDataModule(ByteVocabulary, SeededDataModule):
     """Next-byte prediction windows from a text corpus (vocab_size = 256).
 
     Args:
@@ -61,18 +61,6 @@ class ByteTextDataModule(SeededDataModule):
         self.max_bytes = _args.optional_positive_int("max_bytes", max_bytes)
         self.split_offset: Optional[int] = None
         self.save_hyperparameters()
-
-    @property
-    def vocab_size(self) -> int:
-        return byte_codec.BYTE_VOCAB_SIZE
-
-    @staticmethod
-    def encode(text: str) -> torch.Tensor:
-        return byte_codec.encode(text)
-
-    @staticmethod
-    def decode(ids: Union[torch.Tensor, Iterable[int]]) -> str:
-        return byte_codec.decode(ids)
 
     def prepare_data(self) -> None:
         resolve_corpus(self.path, self.max_bytes)  # builds the folder cache once, on one process

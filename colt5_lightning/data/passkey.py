@@ -7,13 +7,14 @@ Only the positions that predict the digits of that final K are scored.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, NamedTuple, Optional, Union
+from typing import Dict, NamedTuple, Optional
 
 import torch
 from torch.utils.data import Dataset
 
 from . import _args, byte_codec
 from ._base import SeededDataModule
+from .byte_codec import ByteVocabulary
 from ._seeding import TRAIN_STREAM, VAL_STREAM, sample_rng
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
@@ -89,7 +90,7 @@ class PasskeyDataset(Dataset):
         return {"input_ids": ids[:-1], "targets": targets}
 
 
-class PasskeyDataModule(SeededDataModule):
+class PasskeyDataModule(ByteVocabulary, SeededDataModule):
     """Byte-level passkey retrieval (vocab_size = 256), generated on the fly.
 
     Args:
@@ -128,18 +129,6 @@ class PasskeyDataModule(SeededDataModule):
         self.train_samples = _args.positive_int("train_samples", train_samples)
         self.val_samples = _args.positive_int("val_samples", val_samples)
         self.save_hyperparameters()
-
-    @property
-    def vocab_size(self) -> int:
-        return byte_codec.BYTE_VOCAB_SIZE
-
-    @staticmethod
-    def encode(text: str) -> torch.Tensor:
-        return byte_codec.encode(text)
-
-    @staticmethod
-    def decode(ids: Union[torch.Tensor, Iterable[int]]) -> str:
-        return byte_codec.decode(ids)
 
     def setup(self, stage: Optional[str] = None) -> None:
         self._train = PasskeyDataset(self.seq_len, self.key_digits, self.train_samples, self.seed, TRAIN_STREAM)
