@@ -12,7 +12,8 @@ from colt5_lightning import (
 )
 from colt5_lightning.routing import ROUTER_TYPES
 
-DIM, WIN, N = 32, 16, 64  # four segments of 16
+DIM, WIN, N = 32, 16, 64  # light blocks and causal segments of WIN / 2 = 8: eight segments
+SEGMENT = WIN // 2
 ATTN = dict(light_dim_head=16, light_heads=2, light_window_size=WIN, heavy_dim_head=16, heavy_heads=4)
 MODULES = ("autoregressive_attention", "two_causal_blocks", "causal_feedforward")
 
@@ -92,14 +93,14 @@ def test_the_heavy_branch_routes_tokens_from_the_second_segment_on(name, trainin
     module = build(name, "coor_descent").train(training)
     seen = []
     for router in query_routers(module):
-        router.register_forward_hook(lambda mod, args, out: seen.append(out))
+        router.register_forward_hook(lambda mod, args, out: seen.append((mod.segment_size, out)))
     with torch.no_grad():
         module(torch.randn(2, N, DIM))
     assert seen
-    for routing in seen:
+    for segment_size, routing in seen:
         routed = torch.zeros(2, N, dtype=torch.long).scatter_add(1, routing.indices[:, 0],
                                                                  routing.routed_mask[:, 0].long())
-        per_segment = routed.view(2, N // WIN, WIN).sum(-1)
+        per_segment = routed.view(2, N // segment_size, segment_size).sum(-1)
         assert (per_segment[:, 0] == 0).all()   # the first segment has no past to be routed by
         assert (per_segment[:, 1:].sum(-1) > 0).all()
         assert (routing.weights[routing.routed_mask] > 0).any()
@@ -113,8 +114,8 @@ def test_the_heavy_branch_changes_the_output_of_routed_positions():
         for p in module.heavy.parameters():
             p.zero_()
         light_only = module(x)
-    assert not torch.allclose(full[:, WIN:], light_only[:, WIN:])
-    torch.testing.assert_close(full[:, :WIN], light_only[:, :WIN])  # nothing routed in segment 0
+    assert not torch.allclose(full[:, SEGMENT:], light_only[:, SEGMENT:])
+    torch.testing.assert_close(full[:, :SEGMENT], light_only[:, :SEGMENT])  # nothing routed in segment 0
 
 
 @pytest.mark.parametrize("router_type", ["coor_descent", "sinkhorn", "cum_softmax"])

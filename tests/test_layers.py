@@ -340,3 +340,29 @@ def test_light_checkpoint_gives_the_same_gradients():
         block(xx).square().sum().backward()
         grads.append(xx.grad)
     torch.testing.assert_close(grads[1], grads[0])
+
+
+def dense_reference_local_attention(q, k, v, window, causal, key_mask):
+    """Full attention with an explicit (n × n) mask: block i sees blocks i-1, i (and i+1 unless
+    causal, where it sees only positions up to itself); padded keys are hidden except a query's own."""
+    b, n, h, d = q.shape
+    pos = torch.arange(n)
+    qb, kb = (pos // window).view(n, 1), (pos // window).view(1, n)
+    allowed = (kb >= qb - 1) & (kb <= qb + (0 if causal else 1))
+    if causal:
+        allowed &= pos.view(1, n) <= pos.view(n, 1)
+    allowed = (allowed & key_mask.view(b, 1, 1, n)) | torch.eye(n, dtype=torch.bool)
+    out = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
+                                                           v.transpose(1, 2), attn_mask=allowed)
+    return out.transpose(1, 2)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("n", [32, 37])
+def test_blocked_local_attention_matches_a_dense_masked_reference(causal, n):
+    from colt5_lightning.layers.local_attention import blocked_local_attention
+    q, k, v = (torch.randn(2, n, 3, 8) for _ in range(3))
+    key_mask = torch.rand(2, n) > 0.2
+    got = blocked_local_attention(q, k, v, window=8, causal=causal, key_mask=key_mask)
+    torch.testing.assert_close(got, dense_reference_local_attention(q, k, v, 8, causal, key_mask),
+                               atol=1e-5, rtol=1e-5)

@@ -15,25 +15,26 @@ from .. import _checks
 from ..routing import Router
 from ..routing.causal import route_within_segments
 from .attention import RoutedAttentionBase
-from .local_attention import LocalAttention
+from .local_attention import LocalAttention, light_block_size
 
 
 class ConditionalRoutedAutoregressiveAttention(RoutedAttentionBase):
     """Takes ConditionalRoutedAttention's arguments. Token counts are budgets for a sequence of
     `max_seq_len` tokens (default: each input's own length), spread over segments of
-    `heavy_segment_size` (default and maximum: light_window_size, so that every earlier position
-    is reachable by the light or the heavy branch). Give max_seq_len when prefixes of different
-    lengths must route alike, as in generation."""
+    `heavy_segment_size` (default and maximum: the light branch's block, light_window_size / 2, so
+    that every earlier position is reachable by the light or the heavy branch). Give max_seq_len
+    when prefixes of different lengths must route alike, as in generation."""
 
     def __init__(self, dim: int, *, heavy_segment_size: Optional[int] = None, **kwargs):
-        window = kwargs.get("light_window_size", 128)
-        if heavy_segment_size is None:  # the segment defaults to the window: blame the argument given
-            self.segment_size = _checks.positive_int("light_window_size", window)
+        block = light_block_size(_checks.positive_int("light_window_size", kwargs.get("light_window_size", 128)))
+        if heavy_segment_size is None:
+            self.segment_size = block
         else:
             self.segment_size = _checks.positive_int("heavy_segment_size", heavy_segment_size)
-            if isinstance(window, int) and heavy_segment_size > window:
-                raise ValueError(f"heavy_segment_size ({heavy_segment_size}) must be at most light_window_size "
-                                 f"({window}): tokens of the own segment beyond the window would be unreachable")
+            if heavy_segment_size > block:
+                raise ValueError(f"heavy_segment_size ({heavy_segment_size}) must be at most light_window_size / 2 "
+                                 f"({block}, the light block): tokens of the own segment beyond it would be "
+                                 "unreachable")
         super().__init__(dim, causal_segment=self.segment_size, **kwargs)
         self.light = LocalAttention(dim, heads=self.light_heads, dim_head=self.light_dim_head,
                                     window_size=self.light_window_size, causal=True,

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from .attention import ConditionalRoutedAttention
 from .autoregressive import ConditionalRoutedAutoregressiveAttention
 from .feedforward import ConditionalRoutedFeedForward
+from .local_attention import light_block_size
 
 
 class ConditionalRoutedTransformerBlock(nn.Module):
@@ -36,7 +37,7 @@ class ConditionalRoutedTransformerBlock(nn.Module):
                               **({"max_seq_len": max_seq_len} if causal else {}), **routing)
         self.ff = ConditionalRoutedFeedForward(dim, num_heavy_tokens=num_heavy_ff_tokens,
                                                light_ff_mult=light_ff_mult, heavy_ff_mult=heavy_ff_mult,
-                                               causal=causal, causal_segment_size=light_window_size,
+                                               causal=causal, causal_segment_size=light_block_size(light_window_size),
                                                max_seq_len=max_seq_len, **routing)
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None, num_heavy_attn_tokens_q=None,

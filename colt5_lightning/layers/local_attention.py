@@ -13,14 +13,25 @@ from torch import Tensor, nn
 from .. import _checks
 
 
-def _shift_blocks(x: Tensor, offset: int, fill) -> Tensor:
-    """Blocks (b, nw, w, ...): offset 1 gives each block its predecessor, -1 its successor, 0 itself."""
-    if offset == 0:
-        return x
-    nw = x.shape[1]
-    pad = [0, 0] * (x.ndim - 2) + ([1, 0] if offset > 0 else [0, 1])
-    padded = F.pad(x, pad, value=fill)
-    return padded[:, :nw] if offset > 0 else padded[:, 1:]
+def _look_around(blocks: Tensor, offsets, fill) -> Tensor:
+    """Blocks (b, nw, w, ...) -> (b, nw, len(offsets)·w, ...): block i followed by block i - o for
+    each offset o (1 = previous, 0 = itself, -1 = next), `fill` where that block does not exist.
+
+    Written slice by slice into one new tensor: a single copy of each block, no padded temporaries.
+    """
+    b, nw, w = blocks.shape[:3]
+    out = blocks.new_empty((b, nw, len(offsets) * w) + blocks.shape[3:])
+    for j, offset in enumerate(offsets):
+        part = out[:, :, j * w:(j + 1) * w]
+        if offset == 0:
+            part.copy_(blocks)
+        elif offset > 0:
+            part[:, 1:].copy_(blocks[:, :-1])
+            part[:, :1].fill_(fill)
+        else:
+            part[:, :-1].copy_(blocks[:, 1:])
+            part[:, -1:].fill_(fill)
+    return out
 
 
 def blocked_local_attention(q: Tensor, k: Tensor, v: Tensor, *, window: int, causal: bool,
@@ -44,9 +55,9 @@ def blocked_local_attention(q: Tensor, k: Tensor, v: Tensor, *, window: int, cau
     km = key_mask.view(b, nw, window)
 
     neighbours = (1, 0) if causal else (1, 0, -1)
-    ks = torch.cat([_shift_blocks(k, o, 0.0) for o in neighbours], dim=2)  # (b, nw, L, h, d)
-    vs = torch.cat([_shift_blocks(v, o, 0.0) for o in neighbours], dim=2)
-    kms = torch.cat([_shift_blocks(km.unsqueeze(-1), o, False).squeeze(-1) for o in neighbours], dim=2)
+    ks = _look_around(k, neighbours, 0.0)  # (b, nw, L, h, d)
+    vs = _look_around(v, neighbours, 0.0)
+    kms = _look_around(km, neighbours, False)  # (b, nw, L)
 
     qi = torch.arange(window, device=q.device).view(window, 1)
     kj = torch.arange(len(neighbours) * window, device=q.device).view(1, -1)
@@ -82,8 +93,16 @@ def window_attention_2d(q: Tensor, k: Tensor, v: Tensor, *, window: int,
     return out.reshape(b, H, W, h, d)
 
 
+def light_block_size(window_size: int) -> int:
+    """Blocks of half the window: with one neighbour block on each side every token sees at least
+    window_size/2 tokens on each side (colt5-attention's light window means the same span)."""
+    return max(1, window_size // 2)
+
+
 class LocalAttention(nn.Module):
-    """Multi-head blocked local attention on already-normalised input (b, n, dim)."""
+    """Multi-head blocked local attention on already-normalised input (b, n, dim): blocks of
+    window_size/2 tokens, each attending to itself and its neighbour blocks (only the previous
+    one, and causally, when causal)."""
 
     def __init__(self, dim: int, *, heads: int, dim_head: int, window_size: int, causal: bool = False,
                  checkpoint: bool = False):
@@ -92,6 +111,7 @@ class LocalAttention(nn.Module):
         self.heads = _checks.positive_int("light_heads", heads)
         self.dim_head = _checks.positive_int("light_dim_head", dim_head)
         self.window_size = _checks.positive_int("light_window_size", window_size)
+        self.block_size = light_block_size(window_size)
         self.causal = causal
         self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
         self.to_out = nn.Linear(heads * dim_head, dim, bias=False)
@@ -99,7 +119,7 @@ class LocalAttention(nn.Module):
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         b, n, _ = x.shape
         q, k, v = self.to_qkv(x).view(b, n, 3, self.heads, self.dim_head).unbind(2)
-        attend = partial(blocked_local_attention, window=self.window_size, causal=self.causal, key_mask=mask)
+        attend = partial(blocked_local_attention, window=self.block_size, causal=self.causal, key_mask=mask)
         if self.checkpoint and torch.is_grad_enabled():
             out = torch.utils.checkpoint.checkpoint(attend, q, k, v, use_reentrant=False)
         else:

