@@ -17,21 +17,15 @@ def _look_around(blocks: Tensor, offsets, fill) -> Tensor:
     """Blocks (b, nw, w, ...) -> (b, nw, len(offsets)·w, ...): block i followed by block i - o for
     each offset o (1 = previous, 0 = itself, -1 = next), `fill` where that block does not exist.
 
-    Written slice by slice into one new tensor: a single copy of each block, no padded temporaries.
+    One padded copy and one gather: the backward is a single index_add, where slice-wise
+    assignment would clone the whole gradient once per slice.
     """
     b, nw, w = blocks.shape[:3]
-    out = blocks.new_empty((b, nw, len(offsets) * w) + blocks.shape[3:])
-    for j, offset in enumerate(offsets):
-        part = out[:, :, j * w:(j + 1) * w]
-        if offset == 0:
-            part.copy_(blocks)
-        elif offset > 0:
-            part[:, 1:].copy_(blocks[:, :-1])
-            part[:, :1].fill_(fill)
-        else:
-            part[:, :-1].copy_(blocks[:, 1:])
-            part[:, -1:].fill_(fill)
-    return out
+    rest = blocks.shape[3:]
+    padded = F.pad(blocks.reshape(b, nw * w, -1), (0, 0, w, w), value=fill)  # a fill block at each end
+    starts = (torch.arange(nw, device=blocks.device).view(nw, 1) + 1 - torch.tensor(offsets, device=blocks.device)) * w
+    index = (starts.view(nw, len(offsets), 1) + torch.arange(w, device=blocks.device)).reshape(-1)
+    return padded.index_select(1, index).view(b, nw, len(offsets) * w, *rest)
 
 
 def blocked_local_attention(q: Tensor, k: Tensor, v: Tensor, *, window: int, causal: bool,
