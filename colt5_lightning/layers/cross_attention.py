@@ -28,6 +28,7 @@ class ConditionalRoutedCrossAttention(nn.Module):
         self.num_tokens_kv = _checks.positive_int("num_tokens_kv", num_tokens_kv)
         _checks.positive_int("kv_routing_tokens", kv_routing_tokens)
         _checks.positive_int("heads", heads)
+        _checks.positive_int("dim_head", dim_head)
         _checks.divisible("heads", heads, "kv_routing_tokens", kv_routing_tokens)
         self.norm = nn.LayerNorm(dim)
         self.context_norm = nn.LayerNorm(self.dim_context)

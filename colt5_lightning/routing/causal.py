@@ -35,6 +35,16 @@ def per_segment(num_tokens: int, seq_len: int, segment_size: int) -> int:
     return max(1, min(segment_size, math.ceil(num_tokens * segment_size / max(seq_len, 1))))
 
 
+def to_segments(t: Tensor, segment_size: int, *, seq_dim: int = -1, fill=0.0) -> Tensor:
+    """Pads the sequence dim of t up to whole segments with `fill` and splits it into
+    (segments, segment_size) at that position."""
+    seq_dim = seq_dim % t.ndim
+    n = t.shape[seq_dim]
+    segments = -(-n // segment_size)
+    pad = [0, 0] * (t.ndim - 1 - seq_dim) + [0, segments * segment_size - n]
+    return F.pad(t, pad, value=fill).unflatten(seq_dim, (segments, segment_size))
+
+
 class CausalRouter(nn.Module):
     """Routes tokens of segment j by the threshold learned on segment j-1 (see module doc)."""
 
@@ -68,13 +78,12 @@ class CausalRouter(nn.Module):
                             "an int: a per-sample count would need the whole sequence to be known")
         _checks.positive_int("num_tokens", num_tokens)
         L = self.segment_size
-        S = -(-n // L)
-        pad = S * L - n
         with torch.autocast(device_type=x.device.type, enabled=False):
             scores = F.linear(x.float(), self.routing_tokens.float())[..., 0]
         valid = torch.ones(b, n, dtype=torch.bool, device=x.device) if mask is None else mask
-        seg_scores = F.pad(scores, (0, pad)).view(b, S, L)
-        seg_valid = F.pad(valid, (0, pad), value=False).view(b, S, L)
+        seg_scores = to_segments(scores, L)
+        seg_valid = to_segments(valid, L, fill=False)
+        S = seg_scores.shape[1]
 
         k = per_segment(num_tokens, self.reference_len or n, L)
         capacity = min(L, math.ceil(k * (self.over_fetch if self.training else 1.0)))
@@ -111,11 +120,10 @@ def route_within_segments(router: Router, x: Tensor, *, num_tokens: int, segment
     """Ordinary soft top-k inside each segment; indices are global, slots ordered by segment."""
     b, n, d = x.shape
     L = segment_size
-    S = -(-n // L)
-    pad = S * L - n
     valid = torch.ones(b, n, dtype=torch.bool, device=x.device) if mask is None else mask
-    xs = F.pad(x, (0, 0, 0, pad)).view(b * S, L, d)
-    vs = F.pad(valid, (0, pad), value=False).view(b * S, L)
+    xs = to_segments(x, L, seq_dim=1).flatten(0, 1)  # (b·S, L, d)
+    vs = to_segments(valid, L, fill=False).flatten(0, 1)
+    S = xs.shape[0] // b
     k = per_segment(num_tokens, reference_len or n, L)
     inner = router(xs, num_tokens=k, mask=vs)
     r, m = inner.indices.shape[1:]

@@ -39,12 +39,11 @@ from typing import Dict, List, Optional, Tuple
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
 from ..routing import Router, Routing
-from ..routing.causal import CausalRouter, per_segment
+from ..routing.causal import CausalRouter, per_segment, to_segments
 
 STATS = ("frac_routed", "weight_entropy", "weight_mean", "weight_std", "topk_margin", "sum_residual",
          "pad_frac")
@@ -66,10 +65,8 @@ def _sum_residual(all_weights: Tensor, valid: Tensor, k, segment_size: Optional[
     b, r, n = all_weights.shape
     if segment_size is not None:  # causal: rows are segments 1.., each with the per-segment budget
         L = segment_size
-        S = -(-n // L)
-        pad = S * L - n
-        all_weights = F.pad(all_weights, (0, pad)).view(b, r, S, L)[:, :, 1:].reshape(b, -1, L)
-        valid = F.pad(valid, (0, pad), value=False).view(b, r, S, L)[:, :, 1:].reshape(b, -1, L)
+        all_weights = to_segments(all_weights, L)[:, :, 1:].reshape(b, -1, L)
+        valid = to_segments(valid, L, fill=False)[:, :, 1:].reshape(b, -1, L)
         k = per_segment(int(k), reference_len or n, L)
     k = torch.as_tensor(k, dtype=torch.float32, device=all_weights.device).reshape(-1, 1)  # (1|b, 1)
     k_eff = torch.minimum(k, valid.sum(-1).float())
