@@ -38,7 +38,7 @@ BUILDERS = {
 
 def call(kind, module, x, mask, context=None):
     if kind == "cross":
-        return module(x, context, mask=mask, context_mask=torch.ones(context.shape[:2], dtype=torch.bool))
+        return module(x, context, mask=mask, context_mask=torch.ones(context.shape[:2], dtype=torch.bool, device=context.device))
     if kind == "image":
         return module(x.view(2, 8, 8, DIM), mask=mask.view(2, 8, 8)).view(2, 64, DIM)
     return module(x, mask=mask)
@@ -84,3 +84,22 @@ def test_bf16_parameters_without_autocast(router_type):
     assert out.shape == x.shape and out.dtype == torch.bfloat16 and torch.isfinite(out).all()
     out.float().sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in module.parameters())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("router_type", ROUTER_TYPES)
+@pytest.mark.parametrize("kind", sorted(BUILDERS))
+def test_cuda_autocast_forward_and_backward(kind, router_type, dtype):
+    module = BUILDERS[kind](router_type).cuda().train()
+    x = torch.randn(2, 64, DIM, device="cuda", requires_grad=True)
+    context = torch.randn(2, 100, DIM, device="cuda")
+    mask = torch.ones(2, 64, dtype=torch.bool, device="cuda")
+    mask[1, 56:] = False
+    with torch.autocast("cuda", dtype=dtype):
+        out = call(kind, module, x, mask, context)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    out.float().pow(2).mean().backward()
+    assert torch.isfinite(x.grad).all()
+    for name, p in module.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
