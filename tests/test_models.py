@@ -155,3 +155,18 @@ def test_bad_inputs_raise():
     image = CoLT5ImageClassifier(image_size=16, in_channels=3, patch_size=2, **{**TINY, "light_window_size": 4})
     with pytest.raises(ValueError, match="shape"):
         image(torch.randn(1, 1, 16, 16))
+
+
+def test_every_model_and_module_exposes_the_same_routing_arguments():
+    import inspect
+
+    from colt5_lightning import ConditionalRoutedTransformerBlock
+    from colt5_lightning.models import CoLT5Encoder, CoLT5ImageClassifier, CoLT5LanguageModel, CoLT5SequenceClassifier
+    from colt5_lightning.models.image import RoutedImageBlock
+    from colt5_lightning.models.routing_args import ROUTING_ARGS
+    from colt5_lightning.training import ImageClassificationModule, LanguageModelModule, SequenceClassificationModule
+    for cls in (ConditionalRoutedTransformerBlock, RoutedImageBlock, CoLT5Encoder, CoLT5LanguageModel,
+                CoLT5SequenceClassifier, CoLT5ImageClassifier, LanguageModelModule, SequenceClassificationModule,
+                ImageClassificationModule):
+        missing = set(ROUTING_ARGS) - set(inspect.signature(cls.__init__).parameters)
+        assert not missing, f"{cls.__name__} lacks {sorted(missing)}"

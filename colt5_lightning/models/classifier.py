@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import _checks
+from .routing_args import routing_args
 from .encoder import CoLT5Encoder
 
 
@@ -38,14 +39,7 @@ class CoLT5SequenceClassifier(nn.Module):
         self.max_seq_len = _checks.positive_int("max_seq_len", max_seq_len)
         self.tok_emb = nn.Embedding(vocab_size, dim)
         self.pos_emb = nn.Parameter(torch.zeros(max_seq_len, dim))
-        self.encoder = CoLT5Encoder(
-            dim, depth, num_heavy_attn_tokens_q=num_heavy_attn_tokens_q,
-            num_heavy_attn_tokens_kv=num_heavy_attn_tokens_kv, num_heavy_ff_tokens=num_heavy_ff_tokens,
-            light_dim_head=light_dim_head, light_heads=light_heads, light_window_size=light_window_size,
-            heavy_dim_head=heavy_dim_head, heavy_heads=heavy_heads, light_ff_mult=light_ff_mult,
-            heavy_ff_mult=heavy_ff_mult, num_routed_kv=num_routed_kv,
-            router_straight_through=router_straight_through, router_type=router_type,
-            router_kwargs=router_kwargs, kv_scaling=kv_scaling, causal=False, dense=dense)
+        self.encoder = CoLT5Encoder(dim, depth, **routing_args(locals()), causal=False, dense=dense)
         self.head = nn.Linear(dim, num_classes)
         nn.init.normal_(self.tok_emb.weight, std=0.02)
         nn.init.normal_(self.pos_emb, std=0.02)

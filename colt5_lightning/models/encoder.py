@@ -11,6 +11,7 @@ from typing import Optional, Union
 from torch import Tensor, nn
 
 from .. import _checks
+from .routing_args import routing_args
 from ..layers import ConditionalRoutedTransformerBlock, DenseTransformerBlock
 
 
@@ -18,8 +19,8 @@ class CoLT5Encoder(nn.Module):
     """x (b, n, dim) -> (b, n, dim). mask (b, n) marks valid tokens.
 
     causal=True builds decoder blocks: no output depends on a later input, including through
-    routing. For causal blocks the heavy token counts are budgets for the whole sequence,
-    spread over segments of light_window_size; segment 0 routes nothing.
+    routing. For causal blocks the heavy token counts are budgets for max_seq_len tokens (default:
+    each input's own length), spread over segments of light_window_size / 2; segment 0 routes nothing.
     """
 
     def __init__(self, dim: int = 256, depth: int = 4, *,
@@ -39,15 +40,10 @@ class CoLT5Encoder(nn.Module):
             blocks = [DenseTransformerBlock(dim, heads=heavy_heads, dim_head=heavy_dim_head, ff_mult=heavy_ff_mult,
                                             causal=causal) for _ in range(depth)]
         else:
-            blocks = [ConditionalRoutedTransformerBlock(
-                dim, num_heavy_attn_tokens_q=num_heavy_attn_tokens_q,
-                num_heavy_attn_tokens_kv=num_heavy_attn_tokens_kv, num_heavy_ff_tokens=num_heavy_ff_tokens,
-                light_dim_head=light_dim_head, light_heads=light_heads, light_window_size=light_window_size,
-                heavy_dim_head=heavy_dim_head, heavy_heads=heavy_heads, light_ff_mult=light_ff_mult,
-                heavy_ff_mult=heavy_ff_mult, num_routed_kv=num_routed_kv,
-                router_straight_through=router_straight_through, router_type=router_type,
-                router_kwargs=router_kwargs, kv_scaling=kv_scaling, causal=causal,
-                max_seq_len=max_seq_len if causal else None) for _ in range(depth)]
+            routing = routing_args(locals())
+            blocks = [ConditionalRoutedTransformerBlock(dim, **routing, causal=causal,
+                                                        max_seq_len=max_seq_len if causal else None)
+                      for _ in range(depth)]
         self.blocks = nn.ModuleList(blocks)
         self.norm = nn.LayerNorm(dim)
 

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import _checks
+from .routing_args import routing_args
 from ..layers import ConditionalRoutedFeedForward, ConditionalRoutedImageAttention, DenseTransformerBlock
 
 
@@ -77,14 +78,8 @@ class CoLT5ImageClassifier(nn.Module):
             self.blocks = nn.ModuleList(DenseTransformerBlock(dim, heads=heavy_heads, dim_head=heavy_dim_head,
                                                               ff_mult=heavy_ff_mult) for _ in range(depth))
         else:
-            self.blocks = nn.ModuleList(RoutedImageBlock(
-                dim, num_heavy_attn_tokens_q=num_heavy_attn_tokens_q,
-                num_heavy_attn_tokens_kv=num_heavy_attn_tokens_kv, num_heavy_ff_tokens=num_heavy_ff_tokens,
-                light_dim_head=light_dim_head, light_heads=light_heads, light_window_size=light_window_size,
-                heavy_dim_head=heavy_dim_head, heavy_heads=heavy_heads, light_ff_mult=light_ff_mult,
-                heavy_ff_mult=heavy_ff_mult, num_routed_kv=num_routed_kv,
-                router_straight_through=router_straight_through, router_type=router_type,
-                router_kwargs=router_kwargs, kv_scaling=kv_scaling) for _ in range(depth))
+            routing = routing_args(locals())
+            self.blocks = nn.ModuleList(RoutedImageBlock(dim, **routing) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import _checks
+from .routing_args import routing_args
 from .encoder import CoLT5Encoder
 
 
@@ -38,18 +39,10 @@ class CoLT5LanguageModel(nn.Module):
         self.vocab_size = _checks.positive_int("vocab_size", vocab_size)
         self.max_seq_len = _checks.positive_int("max_seq_len", max_seq_len)
         self.dense = bool(dense)
-        self.budgets = dict(num_heavy_attn_tokens_q=num_heavy_attn_tokens_q,
-                            num_heavy_attn_tokens_kv=num_heavy_attn_tokens_kv,
-                            num_heavy_ff_tokens=num_heavy_ff_tokens)
         self.tok_emb = nn.Embedding(vocab_size, dim)
         self.pos_emb = nn.Parameter(torch.zeros(max_seq_len, dim))
-        self.encoder = CoLT5Encoder(
-            dim, depth, light_dim_head=light_dim_head, light_heads=light_heads,
-            light_window_size=light_window_size, heavy_dim_head=heavy_dim_head, heavy_heads=heavy_heads,
-            light_ff_mult=light_ff_mult, heavy_ff_mult=heavy_ff_mult, num_routed_kv=num_routed_kv,
-            router_straight_through=router_straight_through, router_type=router_type,
-            router_kwargs=router_kwargs, kv_scaling=kv_scaling, causal=True, dense=dense,
-            max_seq_len=max_seq_len, **self.budgets)
+        self.encoder = CoLT5Encoder(dim, depth, **routing_args(locals()), causal=True, dense=dense,
+                                    max_seq_len=max_seq_len)
         self.head = nn.Linear(dim, vocab_size, bias=False)
         nn.init.normal_(self.tok_emb.weight, std=0.02)
         nn.init.normal_(self.pos_emb, std=0.02)

@@ -22,6 +22,7 @@ from torch import nn
 from torchmetrics import Accuracy
 from torchmetrics.aggregation import MeanMetric
 
+from ..models.routing_args import routing_args
 from ..models import CoLT5ImageClassifier, CoLT5SequenceClassifier
 from .optim import check_optim_args, configure_adamw
 
@@ -101,14 +102,8 @@ class SequenceClassificationModule(ClassificationModule):
                  router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs", dense: bool = False,
                  lr: float = 1e-3, weight_decay: float = 0.05, betas: Tuple[float, float] = (0.9, 0.98),
                  warmup_steps: int = 100, max_steps: Optional[int] = None, min_lr_ratio: float = 0.01):
-        model = CoLT5SequenceClassifier(
-            vocab_size, num_classes, max_seq_len, dim, depth, num_heavy_attn_tokens_q=num_heavy_attn_tokens_q,
-            num_heavy_attn_tokens_kv=num_heavy_attn_tokens_kv, num_heavy_ff_tokens=num_heavy_ff_tokens,
-            light_dim_head=light_dim_head, light_heads=light_heads, light_window_size=light_window_size,
-            heavy_dim_head=heavy_dim_head, heavy_heads=heavy_heads, light_ff_mult=light_ff_mult,
-            heavy_ff_mult=heavy_ff_mult, num_routed_kv=num_routed_kv,
-            router_straight_through=router_straight_through, router_type=router_type,
-            router_kwargs=router_kwargs, kv_scaling=kv_scaling, dense=dense)
+        model = CoLT5SequenceClassifier(vocab_size, num_classes, max_seq_len, dim, depth,
+                                        **routing_args(locals()), dense=dense)
         super().__init__(model, num_classes, lr=lr, weight_decay=weight_decay, betas=betas,
                          warmup_steps=warmup_steps, max_steps=max_steps, min_lr_ratio=min_lr_ratio)
 
@@ -127,13 +122,7 @@ class ImageClassificationModule(ClassificationModule):
                  kv_scaling: str = "inputs", dense: bool = False,
                  lr: float = 1e-3, weight_decay: float = 0.05, betas: Tuple[float, float] = (0.9, 0.98),
                  warmup_steps: int = 100, max_steps: Optional[int] = None, min_lr_ratio: float = 0.01):
-        model = CoLT5ImageClassifier(
-            image_size, in_channels, num_classes, patch_size, dim, depth,
-            num_heavy_attn_tokens_q=num_heavy_attn_tokens_q, num_heavy_attn_tokens_kv=num_heavy_attn_tokens_kv,
-            num_heavy_ff_tokens=num_heavy_ff_tokens, light_dim_head=light_dim_head, light_heads=light_heads,
-            light_window_size=light_window_size, heavy_dim_head=heavy_dim_head, heavy_heads=heavy_heads,
-            light_ff_mult=light_ff_mult, heavy_ff_mult=heavy_ff_mult, num_routed_kv=num_routed_kv,
-            router_straight_through=router_straight_through, router_type=router_type,
-            router_kwargs=router_kwargs, kv_scaling=kv_scaling, dense=dense)
+        model = CoLT5ImageClassifier(image_size, in_channels, num_classes, patch_size, dim, depth,
+                                     **routing_args(locals()), dense=dense)
         super().__init__(model, num_classes, lr=lr, weight_decay=weight_decay, betas=betas,
                          warmup_steps=warmup_steps, max_steps=max_steps, min_lr_ratio=min_lr_ratio)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics.aggregation import MeanMetric
 
+from ..models.routing_args import routing_args
 from ..models import CoLT5LanguageModel
 from .optim import check_optim_args, configure_adamw
 
@@ -53,14 +54,8 @@ class LanguageModelModule(pl.LightningModule):
             raise ValueError(f"sample_top_k must be a positive int or null, got {sample_top_k!r}")
         if not isinstance(sample_length, int) or sample_length < 0:
             raise ValueError(f"sample_length must be a non-negative int (0 disables samples), got {sample_length!r}")
-        self.model = CoLT5LanguageModel(
-            vocab_size=vocab_size, max_seq_len=seq_len, dim=dim, depth=depth,
-            num_heavy_attn_tokens_q=num_heavy_attn_tokens_q, num_heavy_attn_tokens_kv=num_heavy_attn_tokens_kv,
-            num_heavy_ff_tokens=num_heavy_ff_tokens, light_dim_head=light_dim_head, light_heads=light_heads,
-            light_window_size=light_window_size, heavy_dim_head=heavy_dim_head, heavy_heads=heavy_heads,
-            light_ff_mult=light_ff_mult, heavy_ff_mult=heavy_ff_mult, num_routed_kv=num_routed_kv,
-            router_straight_through=router_straight_through, router_type=router_type,
-            router_kwargs=router_kwargs, kv_scaling=kv_scaling, tie_embeddings=tie_embeddings, dense=dense)
+        self.model = CoLT5LanguageModel(vocab_size=vocab_size, max_seq_len=seq_len, dim=dim, depth=depth,
+                                        **routing_args(locals()), tie_embeddings=tie_embeddings, dense=dense)
         self.val_loss = MeanMetric()
         self.last_sample: Optional[str] = None
 
