@@ -41,3 +41,9 @@ def test_fused_coor_descent_matches_eager_on_cuda(method):
         results.append((w.detach(), x.grad))
     torch.testing.assert_close(results[1][0], results[0][0], atol=1e-4, rtol=0)
     torch.testing.assert_close(results[1][1], results[0][1], atol=1e-3, rtol=1e-3)
+
+
+def test_profile_benchmark_splits_the_time():
+    from bench import profile_block
+    row = profile_block.main(["--tokens", "256", "--runs", "1"])[0]
+    assert 0 < row["gemm_ms"] < row["total_ms"] and row["sdpa_ms"] > 0
