@@ -140,11 +140,3 @@ def test_causal_router_routes_nothing_after_an_all_padding_segment():
     routing = router(x, num_tokens=3, mask=mask)
     segment = routing.indices[0, 0] // 4
     assert not routing.routed_mask[0, 0][segment == 1].any()
-
-
-def test_heavy_segment_longer_than_the_light_window_is_rejected():
-    from colt5_lightning import ConditionalRoutedAutoregressiveAttention
-    with pytest.raises(ValueError, match="heavy_segment_size"):
-        ConditionalRoutedAutoregressiveAttention(16, num_heavy_tokens_q=4, num_heavy_tokens_kv=4, light_window_size=8,
-                                                 heavy_segment_size=32, light_heads=2, heavy_heads=2,
-                                                 light_dim_head=8, heavy_dim_head=8)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from colt5_lightning.routing import ROUTER_TYPES, Router, Routing
-from colt5_lightning.routing.causal import CausalRouter, per_segment, route_within_segments
+from colt5_lightning.routing.causal import CausalRouter, first_come_within, running_capacity
 
 DIM = 32
 
@@ -167,15 +167,51 @@ def causal_router(training=False, straight_through=False):
 
 
 @pytest.mark.parametrize("training", [False, True])
-def test_causal_router_first_segment_routes_nothing_later_ones_route_within_capacity(training):
+def test_causal_router_first_segment_routes_nothing_and_the_rest_stays_within_the_running_capacity(training):
     router = causal_router(training)
     n, k = 48, 12
     routing = router(torch.randn(2, n, DIM), num_tokens=k)
-    per_seg = routed_positions(routing, n)[:, 0].view(2, n // SEG, SEG).sum(-1)
-    capacity = min(SEG, math.ceil(per_segment(k, n, SEG) * (9 / 8 if training else 1)))
-    assert (per_seg[:, 0] == 0).all()
-    assert (per_seg <= capacity).all()
-    assert per_seg[:, 1:].sum() > 0
+    routed = routed_positions(routing, n)[:, 0]
+    m = router.num_slots(k, n)
+    capacity = running_capacity(n, n, m, math.ceil(router.burst * m), "cpu")
+    assert (routed[:, :SEG] == 0).all()
+    assert (routed.cumsum(-1) <= capacity).all()
+    assert routed[:, SEG:].sum() > 0
+
+
+def test_causal_router_routes_a_burst_of_important_tokens_all_at_once():
+    """The point of routing: six adjacent tokens that score far above the rest are all routed,
+    though a fixed per-segment share (⌈k·L/n⌉ = 2 here) would admit only two of them."""
+    router = causal_router()
+    n, k = 48, 12
+    direction = router.routing_tokens.detach()[0] / router.routing_tokens.detach()[0].norm()
+    x = torch.randn(2, n, DIM)
+    x -= (x @ direction).unsqueeze(-1) * direction  # filler scores 0: none of it beats its segment's threshold
+    burst = torch.arange(26, 32)  # inside one segment, after two filler segments
+    x[:, burst] += 5 * direction
+    routed = routed_positions(router(x, num_tokens=k), n)[:, 0]
+    assert (routed[:, burst] == 1).all()
+
+
+@given(eligible=st.lists(st.booleans(), min_size=1, max_size=40), slots=st.integers(1, 12),
+       burst_frac=st.floats(0, 1))
+@settings(max_examples=60, deadline=None)
+def test_first_come_within_equals_the_sequential_greedy_rule(eligible, slots, burst_frac):
+    n = len(eligible)
+    capacity = running_capacity(n, n, slots, math.ceil(burst_frac * slots), "cpu")
+    expected, count = [], 0
+    for t, e in enumerate(eligible):
+        take = e and count < capacity[t]
+        count += take
+        expected.append(take)
+    assert first_come_within(torch.tensor(eligible), capacity).tolist() == expected
+
+
+def test_causal_router_with_several_routing_tokens_routes_each_set_on_its_own():
+    router = CausalRouter(DIM, segment_size=SEG, num_routing_tokens=3).eval()
+    routing = router(torch.randn(2, 48, DIM), num_tokens=12)
+    assert routing.indices.shape == (2, 3, 12) and routing.scores.shape == (2, 3, 48)
+    assert not torch.equal(routing.indices[:, 0], routing.indices[:, 1])
 
 
 @pytest.mark.parametrize("training", [False, True])
@@ -207,16 +243,3 @@ def test_causal_router_gradient_reaches_its_routing_token():
     routing = router(torch.randn(2, 48, DIM), num_tokens=12)
     (routing.weights.unsqueeze(-1) * routing.tokens).sum().backward()
     assert torch.isfinite(router.routing_tokens.grad).all() and router.routing_tokens.grad.abs().sum() > 0
-
-
-def test_route_within_segments_keeps_every_slot_inside_its_segment(router_type):
-    router = Router(DIM, router_type=router_type).eval()
-    n = 40  # 5 segments, the last one padded
-    mask = padded_mask(n, [n, 33])  # one real token in the last segment of row 1
-    routing = route_within_segments(router, torch.randn(2, n, DIM), num_tokens=10, segment_size=SEG, mask=mask)
-    k = per_segment(10, n, SEG)
-    slots = routing.indices.view(2, 1, n // SEG, k)
-    segment_of_slot = torch.arange(n // SEG).view(1, 1, -1, 1)
-    assert torch.equal(slots // SEG, segment_of_slot.expand_as(slots))
-    assert mask.gather(1, routing.indices[:, 0])[routing.routed_mask[:, 0]].all()
-    assert routing.routed_mask.view(2, n // SEG, k).sum(-1).tolist() == [[k] * 5, [k] * 4 + [1]]

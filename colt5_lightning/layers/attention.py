@@ -22,7 +22,7 @@ class RoutedAttentionBase(nn.Module):
                  router_straight_through: bool = False, router_type: str = "coor_descent",
                  router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs",
                  light_checkpoint: bool = False, causal_segment: Optional[int] = None,
-                 max_seq_len: Optional[int] = None):
+                 max_seq_len: Optional[int] = None, heavy: bool = True, light_position: str = "none"):
         super().__init__()
         self.dim = _checks.positive_int("dim", dim)
         self.num_heavy_tokens_q = _checks.positive_int("num_heavy_tokens_q", num_heavy_tokens_q)
@@ -32,14 +32,19 @@ class RoutedAttentionBase(nn.Module):
         self.light_window_size = _checks.positive_int("light_window_size", light_window_size)
         self.light_heads, self.light_dim_head = light_heads, light_dim_head
         self.light_checkpoint = bool(light_checkpoint)
+        self.light_position = light_position
         self.norm = nn.LayerNorm(dim)
+        self.max_seq_len = max_seq_len
+        self.has_heavy = bool(heavy)
+        if not self.has_heavy:  # the light-only ablation: no heavy branch, no routers
+            return
         self.heavy = HeavyAttention(dim, heads=heavy_heads, dim_head=heavy_dim_head,
                                     num_kv_routes=num_routed_kv, kv_scaling=kv_scaling)
         common = dict(router_type=router_type, straight_through=router_straight_through,
                       router_kwargs=router_kwargs)
-        self.max_seq_len = max_seq_len
         self.q_router = make_router(dim, causal_segment=causal_segment, max_seq_len=max_seq_len, **common)
-        self.kv_router = make_router(dim, num_routing_tokens=num_routed_kv, **common)
+        self.kv_router = make_router(dim, num_routing_tokens=num_routed_kv, causal_segment=causal_segment,
+                                     max_seq_len=max_seq_len, **common)
 
     def _counts(self, q, kv):
         return (count("num_heavy_tokens_q", q, self.num_heavy_tokens_q),
@@ -47,6 +52,8 @@ class RoutedAttentionBase(nn.Module):
 
     def _heavy(self, x: Tensor, mask: Optional[Tensor], k_q, k_kv, light_out: Tensor) -> Tensor:
         """Routes queries and key/values of normalised x (b, n, dim), adds the heavy output to light_out."""
+        if not self.has_heavy:
+            return light_out
         q_routing = self.q_router(x, num_tokens=k_q, mask=mask)
         kv_routing = self.kv_router(x, num_tokens=k_kv, mask=mask)
         heavy = self.heavy(q_routing.tokens[:, 0], kv_routing.tokens, kv_routing.weights, kv_routing.routed_mask)
@@ -59,12 +66,15 @@ class ConditionalRoutedAttention(RoutedAttentionBase):
     query router's weight and, with kv_scaling='inputs' (the paper), its key/value inputs by the
     kv router's weight ('values' scales projected values only, as colt5-attention does).
     light_checkpoint=True recomputes the light attention in backward instead of keeping its
-    look-around key/value copies: less memory at long lengths for a little more time."""
+    look-around key/value copies: less memory at long lengths for a little more time.
+    heavy=False drops the heavy branch and its routers (the light-only ablation); light_position
+    ('none', 'rotary', 'relative') says how the light attention sees distances."""
 
     def __init__(self, dim: int, **kwargs):
         super().__init__(dim, **kwargs)
         self.light = LocalAttention(dim, heads=self.light_heads, dim_head=self.light_dim_head,
-                                    window_size=self.light_window_size, checkpoint=self.light_checkpoint)
+                                    window_size=self.light_window_size, checkpoint=self.light_checkpoint,
+                                    position=self.light_position)
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None,
                 num_heavy_tokens_q: Union[int, Tensor, None] = None,

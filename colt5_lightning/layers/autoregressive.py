@@ -1,9 +1,9 @@
 """ConditionalRoutedAutoregressiveAttention: a causal routed attention.
 
 No output at position t depends on an input after t, including through which tokens are
-routed: queries are routed by CausalRouter, key/values by a soft top-k inside each segment,
-and a routed query sees only routed keys of earlier segments (the light branch covers its own
-and the previous block, causally).
+routed: queries and key/values are both routed by CausalRouter (a threshold from earlier
+segments, a running capacity over the sequence), and a routed query sees only routed keys at
+or before its own position. The light branch covers its own and the previous block, causally.
 """
 from __future__ import annotations
 
@@ -13,32 +13,24 @@ from torch import Tensor
 
 from .. import _checks
 from ..routing import Router
-from ..routing.causal import route_within_segments
 from .attention import RoutedAttentionBase
 from .local_attention import LocalAttention, light_block_size
 
 
 class ConditionalRoutedAutoregressiveAttention(RoutedAttentionBase):
     """Takes ConditionalRoutedAttention's arguments. Token counts are budgets for a sequence of
-    `max_seq_len` tokens (default: each input's own length), spread over segments of
-    `heavy_segment_size` (default and maximum: the light branch's block, light_window_size / 2, so
-    that every earlier position is reachable by the light or the heavy branch). Give max_seq_len
-    when prefixes of different lengths must route alike, as in generation."""
+    `max_seq_len` tokens (default: each input's own length). The routers' thresholds are renewed
+    every `heavy_segment_size` tokens (default: the light branch's block, light_window_size / 2).
+    Give max_seq_len when prefixes of different lengths must route alike, as in generation."""
 
     def __init__(self, dim: int, *, heavy_segment_size: Optional[int] = None, **kwargs):
         block = light_block_size(_checks.positive_int("light_window_size", kwargs.get("light_window_size", 128)))
-        if heavy_segment_size is None:
-            self.segment_size = block
-        else:
-            self.segment_size = _checks.positive_int("heavy_segment_size", heavy_segment_size)
-            if heavy_segment_size > block:
-                raise ValueError(f"heavy_segment_size ({heavy_segment_size}) must be at most light_window_size / 2 "
-                                 f"({block}, the light block): tokens of the own segment beyond it would be "
-                                 "unreachable")
+        self.segment_size = block if heavy_segment_size is None else _checks.positive_int(
+            "heavy_segment_size", heavy_segment_size)
         super().__init__(dim, causal_segment=self.segment_size, **kwargs)
         self.light = LocalAttention(dim, heads=self.light_heads, dim_head=self.light_dim_head,
                                     window_size=self.light_window_size, causal=True,
-                                    checkpoint=self.light_checkpoint)
+                                    checkpoint=self.light_checkpoint, position=self.light_position)
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None, num_heavy_tokens_q: Optional[int] = None,
                 num_heavy_tokens_kv: Optional[int] = None) -> Tensor:
@@ -49,13 +41,12 @@ class ConditionalRoutedAutoregressiveAttention(RoutedAttentionBase):
             raise TypeError("num_heavy_tokens_kv must be an int for causal attention")
         x = self.norm(x)
         out = self.light(x, mask)
+        if not self.has_heavy:
+            return out
         q_routing = self.q_router(x, num_tokens=k_q, mask=mask)
-        kv_routing = route_within_segments(self.kv_router, x, num_tokens=k_kv,
-                                           segment_size=self.segment_size, mask=mask,
-                                           reference_len=self.max_seq_len)
-        q_segment = q_routing.indices[:, 0] // self.segment_size  # (b, m_q)
-        kv_segment = kv_routing.indices // self.segment_size      # (b, r, m_kv)
-        earlier = kv_segment.unsqueeze(1) < q_segment.view(*q_segment.shape, 1, 1)  # (b, m_q, r, m_kv)
+        kv_routing = self.kv_router(x, num_tokens=k_kv, mask=mask)
+        q_position = q_routing.indices[:, 0]  # (b, m_q)
+        visible = kv_routing.indices.unsqueeze(1) <= q_position.view(*q_position.shape, 1, 1)  # (b, m_q, r, m_kv)
         heavy = self.heavy(q_routing.tokens[:, 0], kv_routing.tokens, kv_routing.weights,
-                           kv_routing.routed_mask, attn_mask=earlier)
+                           kv_routing.routed_mask, attn_mask=visible)
         return Router.scatter(q_routing, heavy.unsqueeze(1), out)

@@ -14,7 +14,10 @@ from .local_attention import light_block_size
 class ConditionalRoutedTransformerBlock(nn.Module):
     """x (b, n, dim) -> (b, n, dim). causal=True builds it from the autoregressive attention and a
     causally routed feed-forward, so a stack of such blocks is a decoder that never sees ahead;
-    its token counts are budgets for `max_seq_len` tokens (default: each input's own length)."""
+    its token counts are budgets for `max_seq_len` tokens (default: each input's own length).
+    heavy=False gives the same block without its heavy branches (light attention and light FF
+    only: the ablation); light_position (none, rotary, relative) says how the light attention
+    sees distances."""
 
     def __init__(self, dim: int, *, num_heavy_attn_tokens_q: int, num_heavy_attn_tokens_kv: int,
                  num_heavy_ff_tokens: int, light_dim_head: int = 64, light_heads: int = 8,
@@ -22,7 +25,8 @@ class ConditionalRoutedTransformerBlock(nn.Module):
                  light_ff_mult: float = 0.5, heavy_ff_mult: float = 4, num_routed_kv: int = 1,
                  router_straight_through: bool = False, router_type: str = "coor_descent",
                  router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs", causal: bool = False,
-                 light_checkpoint: bool = False, max_seq_len: Optional[int] = None):
+                 light_checkpoint: bool = False, max_seq_len: Optional[int] = None, heavy: bool = True,
+                 light_position: str = "none"):
         super().__init__()
         routing = dict(router_straight_through=router_straight_through, router_type=router_type,
                        router_kwargs=router_kwargs)
@@ -33,12 +37,12 @@ class ConditionalRoutedTransformerBlock(nn.Module):
                               light_dim_head=light_dim_head, light_heads=light_heads,
                               light_window_size=light_window_size, heavy_dim_head=heavy_dim_head,
                               heavy_heads=heavy_heads, kv_scaling=kv_scaling,
-                              light_checkpoint=light_checkpoint,
+                              light_checkpoint=light_checkpoint, heavy=heavy, light_position=light_position,
                               **({"max_seq_len": max_seq_len} if causal else {}), **routing)
         self.ff = ConditionalRoutedFeedForward(dim, num_heavy_tokens=num_heavy_ff_tokens,
                                                light_ff_mult=light_ff_mult, heavy_ff_mult=heavy_ff_mult,
                                                causal=causal, causal_segment_size=light_block_size(light_window_size),
-                                               max_seq_len=max_seq_len, **routing)
+                                               max_seq_len=max_seq_len, heavy=heavy, **routing)
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None, num_heavy_attn_tokens_q=None,
                 num_heavy_attn_tokens_kv=None, num_heavy_ff_tokens=None) -> Tensor:

@@ -16,12 +16,14 @@ class ConditionalRoutedFeedForward(nn.Module):
     causal=True routes by CausalRouter (segment j by a threshold learned on segment j-1), so no
     output depends on later tokens; `causal_segment_size` sets the segment length and
     `max_seq_len` the length the token budget is for (default: each input's own length).
+    heavy=False keeps only the light FF (the light-only ablation).
     """
 
     def __init__(self, dim: int, *, num_heavy_tokens: int, light_ff_mult: float = 0.5,
                  heavy_ff_mult: float = 4, router_straight_through: bool = False,
                  router_type: str = "coor_descent", router_kwargs: Optional[dict] = None,
-                 causal: bool = False, causal_segment_size: int = 128, max_seq_len: Optional[int] = None):
+                 causal: bool = False, causal_segment_size: int = 128, max_seq_len: Optional[int] = None,
+                 heavy: bool = True):
         super().__init__()
         self.dim = _checks.positive_int("dim", dim)
         self.num_heavy_tokens = _checks.positive_int("num_heavy_tokens", num_heavy_tokens)
@@ -30,6 +32,9 @@ class ConditionalRoutedFeedForward(nn.Module):
         self.causal = causal
         self.norm = nn.LayerNorm(dim)
         self.light_ff = FeedForward(dim, light_ff_mult)
+        self.has_heavy = bool(heavy)
+        if not self.has_heavy:  # the light-only ablation
+            return
         self.heavy_ff = FeedForward(dim, heavy_ff_mult)
         self.router = make_router(dim, router_type=router_type, straight_through=router_straight_through,
                                   router_kwargs=router_kwargs, max_seq_len=max_seq_len,
@@ -43,6 +48,8 @@ class ConditionalRoutedFeedForward(nn.Module):
         k = count("num_heavy_tokens", num_heavy_tokens, self.num_heavy_tokens)
         x = self.norm(x)
         out = self.light_ff(x)
+        if not self.has_heavy:
+            return out
         routing = self.router(x, num_tokens=k, mask=mask)
         heavy = self.heavy_ff(routing.tokens)
         return Router.scatter(routing, heavy, out)

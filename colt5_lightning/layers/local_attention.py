@@ -11,6 +11,9 @@ import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from .. import _checks
+from .rotary import RotaryEmbedding
+
+LIGHT_POSITIONS = ("none", "rotary", "relative")
 
 
 def _look_around(blocks: Tensor, offsets, fill) -> Tensor:
@@ -29,10 +32,11 @@ def _look_around(blocks: Tensor, offsets, fill) -> Tensor:
 
 
 def blocked_local_attention(q: Tensor, k: Tensor, v: Tensor, *, window: int, causal: bool,
-                            key_mask: Optional[Tensor] = None) -> Tensor:
+                            key_mask: Optional[Tensor] = None, bias: Optional[Tensor] = None) -> Tensor:
     """q, k, v (b, n, h, d) -> (b, n, h, d). Tokens are cut into blocks of `window`; each block
     attends to itself and its neighbours (previous and next, or only previous with a causal mask
     when causal). A query always sees itself, so padded queries give finite (ignored) outputs.
+    bias (h, window, keys) is added to the attention logits of every block (relative positions).
 
     Blocks are folded into the batch so SDPA sees plain 4-D tensors (b·blocks, h, w, d): that
     keeps CPU and GPU on their fused kernels instead of the materialising math path.
@@ -62,8 +66,10 @@ def blocked_local_attention(q: Tensor, k: Tensor, v: Tensor, *, window: int, cau
     def fold(t: Tensor) -> Tensor:  # (b, nw, len, h, d) -> (b·nw, h, len, d)
         return t.reshape(b * nw, t.shape[2], h, d).transpose(1, 2)
 
-    out = F.scaled_dot_product_attention(fold(q), fold(ks), fold(vs),
-                                         attn_mask=allowed.view(b * nw, 1, window, -1))
+    attn_mask = allowed.view(b * nw, 1, window, -1)
+    if bias is not None:
+        attn_mask = bias.to(q.dtype).masked_fill(~attn_mask, float("-inf"))  # (b·nw, h, window, keys)
+    out = F.scaled_dot_product_attention(fold(q), fold(ks), fold(vs), attn_mask=attn_mask)
     return out.transpose(1, 2).reshape(b, nw * window, h, d)[:, :n]
 
 
@@ -93,13 +99,35 @@ def light_block_size(window_size: int) -> int:
     return max(1, window_size // 2)
 
 
+class RelativePositionBias(nn.Module):
+    """A learned logit bias per head and key offset within the look-around window (as T5's
+    relative attention bias, unbucketed): one parameter lets a head look at, say, the token two
+    back, which rotary embeddings only learn slowly."""
+
+    def __init__(self, heads: int, block: int, causal: bool):
+        super().__init__()
+        self.block = block
+        self.num_blocks = 2 if causal else 3
+        self.table = nn.Parameter(torch.zeros(heads, 4 * block - 1))
+
+    def forward(self) -> Tensor:
+        """(heads, block, keys) bias for the block layout of blocked_local_attention."""
+        w = self.block
+        qi = torch.arange(w, device=self.table.device).view(w, 1)
+        kj = torch.arange(self.num_blocks * w, device=self.table.device).view(1, -1)
+        offset = kj - w - qi  # key position minus query position
+        return self.table[:, offset + 2 * w - 1]
+
+
 class LocalAttention(nn.Module):
     """Multi-head blocked local attention on already-normalised input (b, n, dim): blocks of
     window_size/2 tokens, each attending to itself and its neighbour blocks (only the previous
-    one, and causally, when causal)."""
+    one, and causally, when causal). position tells the light branch how far each neighbour is:
+    'none', 'rotary' (queries and keys rotated by their positions) or 'relative' (a learned
+    logit bias per head and offset)."""
 
     def __init__(self, dim: int, *, heads: int, dim_head: int, window_size: int, causal: bool = False,
-                 checkpoint: bool = False):
+                 checkpoint: bool = False, position: str = "none"):
         super().__init__()
         self.checkpoint = checkpoint
         self.heads = _checks.positive_int("light_heads", heads)
@@ -109,11 +137,19 @@ class LocalAttention(nn.Module):
         self.causal = causal
         self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
         self.to_out = nn.Linear(heads * dim_head, dim, bias=False)
+        self.position = _checks.one_of("light_position", position, LIGHT_POSITIONS)
+        self.rotary = RotaryEmbedding(dim_head) if position == "rotary" else None
+        self.relative_bias = (RelativePositionBias(heads, self.block_size, causal) if position == "relative"
+                              else None)
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         b, n, _ = x.shape
         q, k, v = self.to_qkv(x).view(b, n, 3, self.heads, self.dim_head).unbind(2)
-        attend = partial(blocked_local_attention, window=self.block_size, causal=self.causal, key_mask=mask)
+        if self.rotary is not None:
+            q, k = self.rotary(q, k)
+        bias = None if self.relative_bias is None else self.relative_bias()
+        attend = partial(blocked_local_attention, window=self.block_size, causal=self.causal, key_mask=mask,
+                         bias=bias)
         if self.checkpoint and torch.is_grad_enabled():
             out = torch.utils.checkpoint.checkpoint(attend, q, k, v, use_reentrant=False)
         else:

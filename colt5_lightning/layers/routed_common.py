@@ -19,7 +19,7 @@ def make_router(dim: int, *, router_type: str, straight_through: bool, router_kw
     kwargs = dict(router_kwargs or {})
     if causal_segment is not None:
         return CausalRouter(dim, segment_size=causal_segment, reference_len=max_seq_len,
-                            straight_through=straight_through,
+                            num_routing_tokens=num_routing_tokens, straight_through=straight_through,
                             router_type=router_type, **kwargs)
     return Router(dim, num_routing_tokens=num_routing_tokens, router_type=router_type,
                   straight_through=straight_through, **kwargs)

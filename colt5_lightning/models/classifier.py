@@ -2,6 +2,11 @@
 
 token embedding + learned positions -> CoLT5Encoder -> mean over valid tokens -> linear head.
 Used for ListOps-style tasks, where sequences are padded and `mask` marks the real tokens.
+
+With num_readout = r > 0 the head classifies each of the last r positions instead of the mean
+(logits (b, r, num_classes)): passkey retrieval reads each key digit at its own placeholder.
+absolute_positions=False drops the learned position table, for models that get positions from
+the light attention (light_position) and must run at lengths they were not trained at.
 """
 from __future__ import annotations
 
@@ -24,7 +29,8 @@ def masked_mean(x: Tensor, mask: Optional[Tensor]) -> Tensor:
 
 
 class CoLT5SequenceClassifier(nn.Module):
-    """input_ids (b, n) long, mask (b, n) bool or None -> logits (b, num_classes)."""
+    """input_ids (b, n) long, mask (b, n) bool or None -> logits (b, num_classes), or
+    (b, num_readout, num_classes) when num_readout > 0."""
 
     def __init__(self, vocab_size: int, num_classes: int, max_seq_len: int = 2048, dim: int = 256,
                  depth: int = 4, *, num_heavy_attn_tokens_q: int = 64, num_heavy_attn_tokens_kv: int = 64,
@@ -32,17 +38,20 @@ class CoLT5SequenceClassifier(nn.Module):
                  light_window_size: int = 64, heavy_dim_head: int = 64, heavy_heads: int = 4,
                  light_ff_mult: float = 0.5, heavy_ff_mult: float = 4.0, num_routed_kv: int = 1,
                  router_straight_through: bool = False, router_type: str = "coor_descent",
-                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs", dense: bool = False):
+                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs", heavy: bool = True, light_position: str = "none", dense: bool = False,
+                 num_readout: int = 0, absolute_positions: bool = True):
         super().__init__()
         self.vocab_size = _checks.positive_int("vocab_size", vocab_size)
         self.num_classes = _checks.positive_int("num_classes", num_classes)
         self.max_seq_len = _checks.positive_int("max_seq_len", max_seq_len)
+        self.num_readout = _checks.non_negative_int("num_readout", num_readout)
         self.tok_emb = nn.Embedding(vocab_size, dim)
-        self.pos_emb = nn.Parameter(torch.zeros(max_seq_len, dim))
-        self.encoder = CoLT5Encoder(dim, depth, **routing_args(locals()), causal=False, dense=dense)
+        self.pos_emb = nn.Parameter(torch.zeros(max_seq_len, dim)) if absolute_positions else None
+        self.encoder = CoLT5Encoder(dim, depth, **routing_args(locals()), causal=False, dense=dense, light_position=light_position)
         self.head = nn.Linear(dim, num_classes)
         nn.init.normal_(self.tok_emb.weight, std=0.02)
-        nn.init.normal_(self.pos_emb, std=0.02)
+        if self.pos_emb is not None:
+            nn.init.normal_(self.pos_emb, std=0.02)
 
     def forward(self, input_ids: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         if not isinstance(input_ids, Tensor) or input_ids.ndim != 2 or input_ids.dtype != torch.long:
@@ -52,5 +61,12 @@ class CoLT5SequenceClassifier(nn.Module):
         n = input_ids.shape[1]
         if n > self.max_seq_len:
             raise ValueError(f"input length {n} exceeds max_seq_len {self.max_seq_len}")
-        x = self.encoder(self.tok_emb(input_ids) + self.pos_emb[:n], mask)
+        x = self.tok_emb(input_ids)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb[:n]
+        x = self.encoder(x, mask)
+        if self.num_readout:
+            if n < self.num_readout:
+                raise ValueError(f"input length {n} is shorter than num_readout {self.num_readout}")
+            return self.head(x[:, -self.num_readout:])
         return self.head(masked_mean(x, mask))

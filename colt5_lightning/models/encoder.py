@@ -2,7 +2,9 @@
 
 `dense=True` swaps every routed block for a dense pre-norm block of the same width and depth
 (full attention with heavy_heads × heavy_dim_head, feed-forward hidden = dim · heavy_ff_mult),
-so routed and dense models can be compared under one config.
+so routed and dense models can be compared under one config; `heavy=False` keeps every routed
+block's light branch only (local attention and the narrow FF), the light-only ablation.
+`light_position` ("none", "rotary" or "relative") gives the light attention its sense of distance.
 """
 from __future__ import annotations
 
@@ -29,8 +31,9 @@ class CoLT5Encoder(nn.Module):
                  light_window_size: int = 64, heavy_dim_head: int = 64, heavy_heads: int = 4,
                  light_ff_mult: float = 0.5, heavy_ff_mult: float = 4.0, num_routed_kv: int = 1,
                  router_straight_through: bool = False, router_type: str = "coor_descent",
-                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs",
-                 causal: bool = False, dense: bool = False, max_seq_len: Optional[int] = None):
+                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs", heavy: bool = True,
+                 causal: bool = False, dense: bool = False, max_seq_len: Optional[int] = None,
+                 light_position: str = "none"):
         super().__init__()
         self.dim = _checks.positive_int("dim", dim)
         self.depth = _checks.positive_int("depth", depth)
@@ -41,7 +44,7 @@ class CoLT5Encoder(nn.Module):
                                             causal=causal) for _ in range(depth)]
         else:
             routing = routing_args(locals())
-            blocks = [ConditionalRoutedTransformerBlock(dim, **routing, causal=causal,
+            blocks = [ConditionalRoutedTransformerBlock(dim, **routing, causal=causal, light_position=light_position,
                                                         max_seq_len=max_seq_len if causal else None)
                       for _ in range(depth)]
         self.blocks = nn.ModuleList(blocks)

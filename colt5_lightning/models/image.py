@@ -25,7 +25,7 @@ class RoutedImageBlock(nn.Module):
                  num_heavy_ff_tokens: int, light_dim_head: int, light_heads: int, light_window_size: int,
                  heavy_dim_head: int, heavy_heads: int, light_ff_mult: float, heavy_ff_mult: float,
                  num_routed_kv: int, router_straight_through: bool, router_type: str,
-                 router_kwargs: Optional[dict], kv_scaling: str):
+                 router_kwargs: Optional[dict], kv_scaling: str, heavy: bool):
         super().__init__()
         routing = dict(router_straight_through=router_straight_through, router_type=router_type,
                        router_kwargs=router_kwargs)
@@ -33,10 +33,10 @@ class RoutedImageBlock(nn.Module):
             dim, num_heavy_tokens_q=num_heavy_attn_tokens_q, num_heavy_tokens_kv=num_heavy_attn_tokens_kv,
             num_routed_kv=num_routed_kv, light_dim_head=light_dim_head, light_heads=light_heads,
             light_window_size=light_window_size, heavy_dim_head=heavy_dim_head, heavy_heads=heavy_heads,
-            kv_scaling=kv_scaling, **routing)
+            kv_scaling=kv_scaling, heavy=heavy, **routing)
         self.ff = ConditionalRoutedFeedForward(dim, num_heavy_tokens=num_heavy_ff_tokens,
                                                light_ff_mult=light_ff_mult, heavy_ff_mult=heavy_ff_mult,
-                                               **routing)
+                                               heavy=heavy, **routing)
 
     def forward(self, x: Tensor) -> Tensor:
         b, h, w, d = x.shape
@@ -56,7 +56,7 @@ class CoLT5ImageClassifier(nn.Module):
                  heavy_heads: int = 4, light_ff_mult: float = 0.5, heavy_ff_mult: float = 4.0,
                  num_routed_kv: int = 1, router_straight_through: bool = False,
                  router_type: str = "coor_descent", router_kwargs: Optional[dict] = None,
-                 kv_scaling: str = "inputs", dense: bool = False):
+                 kv_scaling: str = "inputs", heavy: bool = True, dense: bool = False):
         super().__init__()
         self.image_size = _checks.positive_int("image_size", image_size)
         self.in_channels = _checks.positive_int("in_channels", in_channels)

@@ -33,7 +33,7 @@ class CoLT5LanguageModel(nn.Module):
                  light_window_size: int = 64, heavy_dim_head: int = 64, heavy_heads: int = 4,
                  light_ff_mult: float = 0.5, heavy_ff_mult: float = 4.0, num_routed_kv: int = 1,
                  router_straight_through: bool = False, router_type: str = "coor_descent",
-                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs",
+                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs", heavy: bool = True, light_position: str = "none",
                  tie_embeddings: bool = True, dense: bool = False):
         super().__init__()
         self.vocab_size = _checks.positive_int("vocab_size", vocab_size)
@@ -41,7 +41,7 @@ class CoLT5LanguageModel(nn.Module):
         self.dense = bool(dense)
         self.tok_emb = nn.Embedding(vocab_size, dim)
         self.pos_emb = nn.Parameter(torch.zeros(max_seq_len, dim))
-        self.encoder = CoLT5Encoder(dim, depth, **routing_args(locals()), causal=True, dense=dense,
+        self.encoder = CoLT5Encoder(dim, depth, **routing_args(locals()), causal=True, dense=dense, light_position=light_position,
                                     max_seq_len=max_seq_len)
         self.head = nn.Linear(dim, vocab_size, bias=False)
         nn.init.normal_(self.tok_emb.weight, std=0.02)

@@ -11,7 +11,7 @@ ROUTING_ARGS = (
     "num_heavy_attn_tokens_q", "num_heavy_attn_tokens_kv", "num_heavy_ff_tokens",
     "light_dim_head", "light_heads", "light_window_size", "heavy_dim_head", "heavy_heads",
     "light_ff_mult", "heavy_ff_mult", "num_routed_kv",
-    "router_straight_through", "router_type", "router_kwargs", "kv_scaling",
+    "router_straight_through", "router_type", "router_kwargs", "kv_scaling", "heavy",
 )
 
 

@@ -1,15 +1,22 @@
 """Causal routing: which tokens are routed may depend only on tokens before them.
 
 A global top-k looks at the whole sequence, so in a decoder it leaks the future (colt5-attention's
-autoregressive attention does). Here the sequence is cut into segments of `segment_size`:
+autoregressive attention does). Here each token is routed by two causal rules:
 
-- tokens (queries, FF inputs) of segment j are routed by a threshold learned on segment j-1:
-  the coordinate-descent dual a_{j-1} of that segment's scores; token t is eligible when
-  s_t + a'_{j-1} >= 0 (a' for the over-fetched count) and is kept while fewer than the
-  segment's capacity were kept before it. Its weight is min(1, exp((s_t + a_{j-1}) / ε)).
-  Segment 0 has no past and routes nothing.
-- key/values of segment i are routed by the ordinary soft top-k inside segment i and may be
-  seen only by queries of later segments.
+- a threshold: the sequence is cut into segments of `segment_size`; for each segment the
+  coordinate-descent dual a of the soft top-k with the segment's share of the budget
+  (⌈k·L/n⌉ tokens) is solved. Token t of segment j is eligible when s_t + a ≥ 0, with a the
+  most lenient dual of the `history` segments before j. Taking the most lenient keeps a burst
+  of important tokens (a pass key's digits) from raising the bar for the rest of that burst.
+  Segment 0 has no past and routes nothing. The weight is min(1, exp((s_t + a) / ε)).
+- a running capacity over the whole sequence: among positions ≤ t at most
+  min(m, ⌈(m − B)·(t + 1)/n⌉ + B) tokens are routed, for m = ⌈k·over_fetch⌉ slots and a burst
+  of B = ⌈burst·m⌉. Eligible tokens are taken first come, first served. The budget thus
+  concentrates where the eligible tokens are (up to B of them at once) instead of allowing a
+  fixed count per segment, while later positions always keep their share.
+
+n is a fixed reference length (a model's max_seq_len) when given, so a prefix routes exactly
+as it does inside a longer sequence. Routed slots are in position order.
 """
 from __future__ import annotations
 
@@ -22,7 +29,7 @@ from torch import Tensor, nn
 
 from .. import _checks
 from .gather import gather_tokens
-from .router import Router, Routing
+from .router import Routing
 from .soft_topk import coor_descent_dual, eps_schedule
 
 
@@ -45,29 +52,67 @@ def to_segments(t: Tensor, segment_size: int, *, seq_dim: int = -1, fill=0.0) ->
     return F.pad(t, pad, value=fill).unflatten(seq_dim, (segments, segment_size))
 
 
+def most_lenient_before(dual: Tensor, history: int) -> Tensor:
+    """dual (..., S) -> (..., S): entry j is the max of entries j-history .. j-1 (-inf for j = 0)."""
+    S = dual.shape[-1]
+    padded = F.pad(dual, (history, 0), value=float("-inf"))
+    return padded.unfold(-1, history, 1)[..., :S, :].amax(-1)
+
+
+def running_capacity(seq_len: int, reference_len: int, slots: int, burst: int, device) -> Tensor:
+    """(seq_len,) long: how many tokens at positions ≤ t may be routed, never above `slots`."""
+    t = torch.arange(1, seq_len + 1, device=device)
+    steady = torch.div((slots - burst) * t + reference_len - 1, reference_len, rounding_mode="floor")
+    return (steady + burst).clamp_max(slots)
+
+
+def first_come_within(eligible: Tensor, capacity: Tensor) -> Tensor:
+    """eligible (..., n) bool, capacity (n,) non-decreasing -> routed (..., n) bool.
+
+    Routes each eligible token while fewer than capacity[t] were routed up to t: the greedy
+    recursion R_t = min(R_{t-1} + e_t, c_t) in closed form, R_t = E_t + min(0, min_{j≤t} (c_j − E_j))
+    with E the running count of eligible tokens, so it is one cumsum and one cummin.
+    """
+    E = eligible.long().cumsum(-1)
+    R = E + (capacity - E).cummin(-1).values.clamp_max(0)
+    return torch.diff(R, dim=-1, prepend=torch.zeros_like(R[..., :1])) > 0
+
+
 class CausalRouter(nn.Module):
-    """Routes tokens of segment j by the threshold learned on segment j-1 (see module doc)."""
+    """Routes each token by a threshold from earlier segments under a running capacity (see module doc).
+
+    Takes `num_routing_tokens` sets of scores like Router (one per key/value route).
+    """
 
     def __init__(self, dim: int, *, segment_size: int, reference_len: Optional[int] = None,
-                 straight_through: bool = False,
+                 num_routing_tokens: int = 1, straight_through: bool = False,
                  over_fetch: float = 9 / 8, n_iters: int = 20, eps: float = 0.03,
                  eps_init: Optional[float] = 4.0, eps_decay: float = 0.7, method: str = "exact",
-                 fused: Optional[bool] = None,
+                 fused: Optional[bool] = None, history: int = 4, burst: float = 0.5,
                  router_type: str = "coor_descent"):
         super().__init__()
         self.dim = _checks.positive_int("dim", dim)
         self.segment_size = _checks.positive_int("segment_size", segment_size)
         self.reference_len = None if reference_len is None else _checks.positive_int("reference_len", reference_len)
+        self.num_routing_tokens = _checks.positive_int("num_routing_tokens", num_routing_tokens)
         self.router_type = router_type  # kept for the monitor; the threshold is the coordinate-descent dual
         self.straight_through = bool(straight_through)
         if not over_fetch >= 1.0:
             raise ValueError(f"over_fetch must be >= 1, got {over_fetch}")
         self.over_fetch = float(over_fetch)
+        self.history = _checks.positive_int("history", history)
+        if not 0.0 <= burst <= 1.0:
+            raise ValueError(f"burst must be a fraction of the routed slots in [0, 1], got {burst}")
+        self.burst = float(burst)
         self.solver = dict(n_iters=_checks.positive_int("n_iters", n_iters), eps=_checks.positive_number("eps", eps),
                            eps_init=eps_init, eps_decay=eps_decay, method=method, fused=fused)
         self.eps = eps_schedule(n_iters, eps, eps_init, eps_decay)[-1] if method == "iterative" else eps
-        self.num_routing_tokens = 1
-        self.routing_tokens = nn.Parameter(torch.randn(1, dim) * dim ** -0.5)
+        self.routing_tokens = nn.Parameter(torch.randn(num_routing_tokens, dim) * dim ** -0.5)
+
+    def num_slots(self, num_tokens: int, seq_len: int) -> int:
+        """Slots per routing token: ⌈k·over_fetch⌉ while training, k in eval, at most the reference length."""
+        fetch = self.over_fetch if self.training else 1.0
+        return max(1, min(self.reference_len or seq_len, math.ceil(num_tokens * fetch)))
 
     def forward(self, x: Tensor, *, num_tokens: int, mask: Optional[Tensor] = None) -> Routing:
         _checks.features("x", x, self.dim)
@@ -77,64 +122,42 @@ class CausalRouter(nn.Module):
             raise TypeError("causal routing takes num_tokens (num_heavy_tokens_q, num_heavy_ff_tokens) as "
                             "an int: a per-sample count would need the whole sequence to be known")
         _checks.positive_int("num_tokens", num_tokens)
-        L = self.segment_size
+        L, r = self.segment_size, self.num_routing_tokens
+        reference = self.reference_len or n
         with torch.autocast(device_type=x.device.type, enabled=False):
-            scores = F.linear(x.float(), self.routing_tokens.float())[..., 0]
-        valid = torch.ones(b, n, dtype=torch.bool, device=x.device) if mask is None else mask
-        seg_scores = to_segments(scores, L)
-        seg_valid = to_segments(valid, L, fill=False)
-        S = seg_scores.shape[1]
+            scores = F.linear(x.float(), self.routing_tokens.float()).transpose(1, 2)  # (b, r, n)
+        valid = (torch.ones(b, n, dtype=torch.bool, device=x.device) if mask is None else mask)
+        valid = valid.unsqueeze(1).expand(b, r, n)
 
-        k = per_segment(num_tokens, self.reference_len or n, L)
-        capacity = min(L, math.ceil(k * (self.over_fetch if self.training else 1.0)))
-        a = coor_descent_dual(seg_scores.detach(), k=k, mask=seg_valid, **self.solver)
-        a_fetch = a if capacity == k else coor_descent_dual(seg_scores.detach(), k=capacity,
-                                                            mask=seg_valid, **self.solver)
-        # shift by one segment: segment j is judged by segment j-1's thresholds; segment 0 by none
-        a_prev = F.pad(a, (0, 0, 1, 0), value=float("-inf"))[:, :S]
-        a_fetch_prev = F.pad(a_fetch, (0, 0, 1, 0), value=float("-inf"))[:, :S]
+        k = per_segment(num_tokens, reference, L)
+        fetched = min(L, math.ceil(k * (self.over_fetch if self.training else 1.0)))
+        seg_scores, seg_valid = to_segments(scores.detach(), L), to_segments(valid, L, fill=False)
+        S = seg_scores.shape[-2]
 
-        eligible = seg_valid & (seg_scores.detach() + a_fetch_prev >= 0)
-        keep = eligible & (eligible.long().cumsum(-1) <= capacity)
-        position = torch.arange(L, device=x.device)
-        priority = torch.where(keep, L - position, 0)
-        local = priority.topk(capacity, dim=-1).indices  # kept tokens first, earliest first
-        slot_valid = keep.gather(-1, local)
-        weights_all = torch.exp(torch.clamp(seg_scores + torch.nan_to_num(a_prev, neginf=-1e30), max=0.0)
-                                / self.eps)
-        weights_all = torch.where(seg_valid & torch.isfinite(a_prev), weights_all, 0.0)
-        weights = weights_all.gather(-1, local)
+        def threshold(count: int) -> Tensor:  # (b, r, n): the dual each token is judged by
+            dual = coor_descent_dual(seg_scores, k=count, mask=seg_valid, **self.solver)[..., 0]
+            before = most_lenient_before(dual, self.history)  # (b, r, S)
+            return before.unsqueeze(-1).expand(b, r, S, L).reshape(b, r, S * L)[..., :n]
+
+        a = threshold(k)
+        a_fetch = a if fetched == k else threshold(fetched)
+        eligible = valid & (scores.detach() + a_fetch >= 0)
+
+        m = self.num_slots(num_tokens, n)
+        capacity = running_capacity(n, reference, m, math.ceil(self.burst * m), x.device)
+        routed = first_come_within(eligible, capacity)
+        slot = routed.long().cumsum(-1) - 1
+        position = torch.arange(n, device=x.device).expand(b, r, n)
+        indices = torch.zeros(b, r, m + 1, dtype=torch.long, device=x.device)
+        indices = indices.scatter(-1, torch.where(routed, slot, m), position)[..., :m]
+        slot_valid = torch.arange(m, device=x.device) < routed.sum(-1, keepdim=True)
+
+        weights_all = torch.exp(torch.clamp(scores + torch.nan_to_num(a, neginf=-1e30), max=0.0) / self.eps)
+        weights_all = torch.where(valid & torch.isfinite(a), weights_all, 0.0)
+        weights = weights_all.gather(-1, indices)
         if self.straight_through:
             weights = weights + (1.0 - weights).detach()
         weights = weights * slot_valid
-
-        indices = (local + torch.arange(S, device=x.device).view(1, S, 1) * L).clamp_max(n - 1)
-        indices, weights, slot_valid = (t.reshape(b, 1, S * capacity) for t in (indices, weights, slot_valid))
         return Routing(indices=indices, weights=weights, routed_mask=slot_valid,
-                       tokens=gather_tokens(x, indices), scores=scores.unsqueeze(1),
-                       all_weights=weights_all.reshape(b, 1, S * L)[..., :n], num_tokens=num_tokens)
-
-
-def route_within_segments(router: Router, x: Tensor, *, num_tokens: int, segment_size: int,
-                          mask: Optional[Tensor], reference_len: Optional[int] = None) -> Routing:
-    """Ordinary soft top-k inside each segment; indices are global, slots ordered by segment."""
-    b, n, d = x.shape
-    L = segment_size
-    valid = torch.ones(b, n, dtype=torch.bool, device=x.device) if mask is None else mask
-    xs = to_segments(x, L, seq_dim=1).flatten(0, 1)  # (b·S, L, d)
-    vs = to_segments(valid, L, fill=False).flatten(0, 1)
-    S = xs.shape[0] // b
-    k = per_segment(num_tokens, reference_len or n, L)
-    inner = router(xs, num_tokens=k, mask=vs)
-    r, m = inner.indices.shape[1:]
-
-    def regroup(t: Tensor) -> Tensor:  # (b·S, r, m) -> (b, r, S·m)
-        return t.view(b, S, r, m).transpose(1, 2).reshape(b, r, S * m)
-
-    offsets = (torch.arange(S, device=x.device) * L).view(S, 1, 1).repeat(b, 1, 1)
-    indices = regroup((inner.indices + offsets).clamp_max(n - 1))
-    return Routing(indices=indices, weights=regroup(inner.weights), routed_mask=regroup(inner.routed_mask),
-                   tokens=gather_tokens(x, indices), scores=inner.scores.view(b, S, r, L).transpose(1, 2)
-                   .reshape(b, r, S * L)[..., :n],
-                   all_weights=inner.all_weights.view(b, S, r, L).transpose(1, 2).reshape(b, r, S * L)[..., :n],
-                   num_tokens=num_tokens)
+                       tokens=gather_tokens(x, indices), scores=scores, all_weights=weights_all,
+                       num_tokens=num_tokens)

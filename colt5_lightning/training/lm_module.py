@@ -37,7 +37,7 @@ class LanguageModelModule(pl.LightningModule):
                  light_window_size: int = 64, heavy_dim_head: int = 64, heavy_heads: int = 4,
                  light_ff_mult: float = 0.5, heavy_ff_mult: float = 4.0, num_routed_kv: int = 1,
                  router_straight_through: bool = False, router_type: str = "coor_descent",
-                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs",
+                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs", heavy: bool = True, light_position: str = "none",
                  tie_embeddings: bool = True, dense: bool = False,
                  lr: float = 1e-3, weight_decay: float = 0.1, betas: Tuple[float, float] = (0.9, 0.95),
                  warmup_steps: int = 100, max_steps: Optional[int] = None, min_lr_ratio: float = 0.1,
@@ -55,7 +55,8 @@ class LanguageModelModule(pl.LightningModule):
         if not isinstance(sample_length, int) or sample_length < 0:
             raise ValueError(f"sample_length must be a non-negative int (0 disables samples), got {sample_length!r}")
         self.model = CoLT5LanguageModel(vocab_size=vocab_size, max_seq_len=seq_len, dim=dim, depth=depth,
-                                        **routing_args(locals()), tie_embeddings=tie_embeddings, dense=dense)
+                                        **routing_args(locals()), tie_embeddings=tie_embeddings, dense=dense,
+                                        light_position=light_position)
         self.val_loss = MeanMetric()
         self.last_sample: Optional[str] = None
 
