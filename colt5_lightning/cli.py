@@ -27,6 +27,7 @@ DATA_TO_MODEL = {
     "num_classes": ("num_classes",),
     "image_size": ("image_size",),
     "in_channels": ("in_channels",),
+    "num_readout": ("num_readout",),
 }
 
 

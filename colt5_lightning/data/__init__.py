@@ -3,12 +3,13 @@
 Language modelling (batches ``{"input_ids", "targets"}``, targets -100 where unscored):
 :class:`ByteTextDataModule`, :class:`PasskeyDataModule`.
 Classification (batches ``{"inputs", "label"}`` plus ``"mask"`` for padded tokens):
-:class:`ListOpsDataModule`, :class:`PathfinderDataModule`, :class:`FeatureMapDataModule`.
+:class:`ListOpsDataModule`, :class:`PathfinderDataModule`, :class:`FeatureMapDataModule`,
+:class:`PasskeyReadoutDataModule` (a label per readout position).
 """
 from .byte_text import ByteTextDataModule
 from .feature_maps import FeatureMapDataModule
 from .listops import ListOpsDataModule
-from .passkey import PasskeyDataModule
+from .passkey import PasskeyDataModule, PasskeyReadoutDataModule
 from .pathfinder import PathfinderDataModule
 
 __all__ = [
@@ -16,5 +17,6 @@ __all__ = [
     "FeatureMapDataModule",
     "ListOpsDataModule",
     "PasskeyDataModule",
+    "PasskeyReadoutDataModule",
     "PathfinderDataModule",
 ]

@@ -4,6 +4,10 @@ Each sample is ``seq_len + 1`` bytes: filler sentences with the needle
 ``"The pass key is K. Remember it. K is the pass key. "`` inserted at a random
 sentence boundary, ending exactly with ``"What is the pass key? The pass key is K"``.
 Only the positions that predict the digits of that final K are scored.
+
+The readout variant (:class:`PasskeyReadoutDataModule`, for encoders) ends instead with
+``"... The pass key is _____"``: the key's digits replaced by placeholders, each to be
+classified as the digit it hides.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from ._base import SeededDataModule
 from .byte_codec import ByteVocabulary
 from ._seeding import TRAIN_STREAM, VAL_STREAM, sample_rng
 
+PLACEHOLDER = "_"
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 IGNORE_INDEX = -100
 
@@ -133,3 +138,81 @@ class PasskeyDataModule(ByteVocabulary, SeededDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         self._train = PasskeyDataset(self.seq_len, self.key_digits, self.train_samples, self.seed, TRAIN_STREAM)
         self._val = PasskeyDataset(self.seq_len, self.key_digits, self.val_samples, self.seed, VAL_STREAM)
+
+
+class PasskeyReadoutDataset(Dataset):
+    """Passkey samples whose final key is hidden behind placeholders: ``{"inputs": (n,) bytes,
+    "label": (key_digits,) digits}``. ``length`` is read at every item, so a curriculum may
+    change it between batches (see :class:`colt5_lightning.training.LengthCurriculum`)."""
+
+    def __init__(self, length: int, key_digits: int, num_samples: int, seed: int, stream: int) -> None:
+        self.length = length
+        self.key_digits = key_digits
+        self.num_samples = num_samples
+        self.seed = seed
+        self.stream = stream
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"sample index {index} out of range [0, {self.num_samples})")
+        sample = make_sample(self.length - 1, self.key_digits, self.seed, self.stream, int(index))  # length bytes
+        text = sample.text[: -self.key_digits] + PLACEHOLDER * self.key_digits
+        label = torch.tensor([int(d) for d in sample.key], dtype=torch.long)
+        return {"inputs": byte_codec.encode(text), "label": label}
+
+
+class PasskeyReadoutDataModule(ByteVocabulary, SeededDataModule):
+    """Byte-level passkey retrieval read out by classification (vocab_size = 256, num_classes =
+    10 per digit, num_readout = key_digits): the input ends with one placeholder per key digit.
+
+    Args:
+        seq_len: bytes per sample at full length; validation always uses it.
+        batch_size, key_digits, train_samples, val_samples, seed, num_workers: as PasskeyDataModule.
+        start_len: training starts at this length (default seq_len); a LengthCurriculum callback
+            raises it towards seq_len. With start_len < seq_len, num_workers must be 0, so that
+            the loader sees each change.
+    """
+
+    num_classes = 10
+
+    def __init__(self, seq_len: int = 4096, batch_size: int = 8, key_digits: int = 5,
+                 train_samples: int = 1_000_000, val_samples: int = 512, seed: int = 0,
+                 num_workers: int = 0, start_len: Optional[int] = None) -> None:
+        super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
+        self.seq_len = _args.positive_int("seq_len", seq_len)
+        self.key_digits = _args.positive_int("key_digits", key_digits)
+        self.num_readout = self.key_digits
+        self.start_len = self.seq_len if start_len is None else _args.positive_int("start_len", start_len)
+        shortest = min_seq_len(self.key_digits) + 1
+        for name, value in (("seq_len", self.seq_len), ("start_len", self.start_len)):
+            if value < shortest:
+                raise ValueError(f"{name} must be at least {shortest} to hold the pass key sentences for "
+                                 f"key_digits={self.key_digits}, got {value}")
+        if self.start_len > self.seq_len:
+            raise ValueError(f"start_len ({self.start_len}) must not exceed seq_len ({self.seq_len})")
+        if self.start_len < self.seq_len and self.num_workers:
+            raise ValueError("a length curriculum (start_len < seq_len) needs num_workers=0: worker processes "
+                             "would keep their own copy of the training length")
+        self.train_samples = _args.positive_int("train_samples", train_samples)
+        self.val_samples = _args.positive_int("val_samples", val_samples)
+        self.save_hyperparameters()
+
+    @property
+    def train_len(self) -> int:
+        """The length training samples are drawn at now."""
+        return self._train.length if self._train is not None else self.start_len
+
+    @train_len.setter
+    def train_len(self, length: int) -> None:
+        if not min_seq_len(self.key_digits) + 1 <= length <= self.seq_len:
+            raise ValueError(f"train_len must lie in [{min_seq_len(self.key_digits) + 1}, {self.seq_len}], got {length}")
+        self._require(self._train, "training").length = int(length)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if self._train is None:
+            self._train = PasskeyReadoutDataset(self.start_len, self.key_digits, self.train_samples, self.seed,
+                                                TRAIN_STREAM)
+        self._val = PasskeyReadoutDataset(self.seq_len, self.key_digits, self.val_samples, self.seed, VAL_STREAM)

@@ -2,7 +2,8 @@
 
 Batches are {"inputs": ..., "label": (B,) long} plus, for padded token sequences, "mask":
 (B, T) bool. Logs train/loss, train/acc (per step), val/loss, val/acc and test/loss,
-test/acc (per epoch).
+test/acc (per epoch). A model with several readouts (logits (B, R, C), labels (B, R), as for
+passkey digits) is scored per readout in */acc and per sample in */exact_acc (all R right).
 
 - SequenceClassificationModule builds a CoLT5SequenceClassifier (ListOps: inputs are token
   ids (B, T)).
@@ -46,32 +47,50 @@ class ClassificationModule(pl.LightningModule):
         self.test_acc = Accuracy(task="multiclass", num_classes=num_classes)
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
+        self.val_exact = MeanMetric()
+        self.test_exact = MeanMetric()
 
     def forward(self, inputs: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.model(inputs) if mask is None else self.model(inputs, mask)
 
     def _step(self, batch: dict) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Loss and logits in torchmetrics' layout: (B, C), or (B, C, R) for R readouts."""
         logits = self(batch["inputs"], batch.get("mask"))
+        if logits.ndim == 3:
+            logits = logits.transpose(1, 2)
         return F.cross_entropy(logits.float(), batch["label"]), logits
+
+    @staticmethod
+    def _exact(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """(B,) float: 1 where every readout of the sample is right."""
+        right = logits.argmax(1) == label
+        return right.flatten(1).all(-1).float() if right.ndim > 1 else right.float()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, logits = self._step(batch)
         self.train_acc(logits, batch["label"])
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=True, on_epoch=False)
+        if logits.ndim == 3:
+            self.log("train/exact_acc", self._exact(logits, batch["label"]).mean(), on_step=True, on_epoch=False)
         return loss
 
     def _evaluate(self, batch: dict, stage: str) -> None:
         loss, logits = self._step(batch)
         getattr(self, f"{stage}_loss").update(loss, weight=batch["label"].shape[0])
         getattr(self, f"{stage}_acc").update(logits, batch["label"])
+        if logits.ndim == 3:
+            getattr(self, f"{stage}_exact").update(self._exact(logits, batch["label"]))
 
     def _log_epoch(self, stage: str) -> None:
         loss_metric, acc_metric = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
-        self.log_dict({f"{stage}/loss": loss_metric.compute(), f"{stage}/acc": acc_metric.compute()},
-                      prog_bar=stage == "val", sync_dist=True)
-        loss_metric.reset()
-        acc_metric.reset()
+        exact = getattr(self, f"{stage}_exact")
+        metrics = {f"{stage}/loss": loss_metric.compute(), f"{stage}/acc": acc_metric.compute()}
+        if exact.update_count:
+            metrics[f"{stage}/exact_acc"] = exact.compute()
+        self.log_dict(metrics, prog_bar=stage == "val", sync_dist=True)
+        for metric in (loss_metric, acc_metric, exact):
+            metric.reset()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "val")
@@ -99,11 +118,13 @@ class SequenceClassificationModule(ClassificationModule):
                  light_window_size: int = 64, heavy_dim_head: int = 64, heavy_heads: int = 4,
                  light_ff_mult: float = 0.5, heavy_ff_mult: float = 4.0, num_routed_kv: int = 1,
                  router_straight_through: bool = False, router_type: str = "coor_descent",
-                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs", dense: bool = False,
+                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs", heavy: bool = True, light_position: str = "none", dense: bool = False,
+                 num_readout: int = 0, absolute_positions: bool = True,
                  lr: float = 1e-3, weight_decay: float = 0.05, betas: Tuple[float, float] = (0.9, 0.98),
                  warmup_steps: int = 100, max_steps: Optional[int] = None, min_lr_ratio: float = 0.01):
         model = CoLT5SequenceClassifier(vocab_size, num_classes, max_seq_len, dim, depth,
-                                        **routing_args(locals()), dense=dense)
+                                        **routing_args(locals()), dense=dense, light_position=light_position,
+                                        num_readout=num_readout, absolute_positions=absolute_positions)
         super().__init__(model, num_classes, lr=lr, weight_decay=weight_decay, betas=betas,
                          warmup_steps=warmup_steps, max_steps=max_steps, min_lr_ratio=min_lr_ratio)
 
@@ -119,7 +140,7 @@ class ImageClassificationModule(ClassificationModule):
                  heavy_heads: int = 4, light_ff_mult: float = 0.5, heavy_ff_mult: float = 4.0,
                  num_routed_kv: int = 1, router_straight_through: bool = False,
                  router_type: str = "coor_descent", router_kwargs: Optional[dict] = None,
-                 kv_scaling: str = "inputs", dense: bool = False,
+                 kv_scaling: str = "inputs", heavy: bool = True, dense: bool = False,
                  lr: float = 1e-3, weight_decay: float = 0.05, betas: Tuple[float, float] = (0.9, 0.98),
                  warmup_steps: int = 100, max_steps: Optional[int] = None, min_lr_ratio: float = 0.01):
         model = CoLT5ImageClassifier(image_size, in_channels, num_classes, patch_size, dim, depth,
