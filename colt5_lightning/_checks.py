@@ -27,6 +27,14 @@ def non_negative_int(name: str, value) -> int:
     return value
 
 
+def non_negative_number(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a non-negative number, got {type(value).__name__} {value!r}")
+    if not value >= 0:
+        raise ValueError(f"{name} must be a non-negative number, got {value}")
+    return float(value)
+
+
 def positive_number(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a positive number, got {type(value).__name__} {value!r}")

@@ -62,6 +62,11 @@ class CoLT5CLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         link_data_to_model(config)
 
+    def _instantiate_trainer(self, config, callbacks):
+        if config.get("enable_progress_bar") is False:  # the default RichProgressBar would be refused
+            self.trainer_defaults = {k: v for k, v in self.trainer_defaults.items() if k != "callbacks"}
+        return super()._instantiate_trainer(config, callbacks)
+
 
 def link_data_to_model(config) -> None:
     """Copies vocabulary size, sequence length, image size... from the data to the model config.

@@ -73,8 +73,7 @@ RECIPES = {
          "--data.init_args.seq_len", "256", "--data.init_args.batch_size", "2", "--data.init_args.val_samples", "2"]),
     "recipes/long_range/passkey_encoder.yaml": (
         [*cfg("recipes/long_range/passkey_encoder.yaml"), *cfg("configs/model/sequence/tiny.yaml"),
-         "--data.init_args.seq_len", "256", "--data.init_args.start_len", "128", "--data.init_args.val_samples", "2",
-         "--trainer.callbacks.init_args.lengths", "[128,256]"]),
+         "--data.init_args.seq_len", "256", "--data.init_args.start_len", "128", "--data.init_args.val_samples", "2"]),
     "recipes/long_range/listops.yaml": (
         [*cfg("recipes/long_range/listops.yaml"), *cfg("configs/model/sequence/tiny.yaml"),
          "--data.init_args.min_length", "64", "--data.init_args.max_length", "128",
@@ -236,3 +235,9 @@ def test_bad_config_value_names_the_option(option, value, expected, capsys):
         cli([*TINY_LM, option, value], run=False)
     message = str(info.value) + capsys.readouterr().err
     assert expected in message
+
+
+def test_progress_bar_can_be_switched_off():
+    recipe = "recipes/long_range/passkey.yaml"
+    assert main(["fit", *RECIPES[recipe], "--trainer.accelerator", "cpu", "--trainer.fast_dev_run", "true",
+                 "--trainer.enable_progress_bar", "false"]) is None

@@ -285,10 +285,21 @@ def test_byte_text_folder_without_text_files(tmp_path, cache_dir):
 def test_passkey_batch_format():
     dm = PasskeyDataModule(seq_len=200, batch_size=3)
     batch = first_batch(dm)
-    assert set(batch) == {"input_ids", "targets"}
-    for key in batch:
+    assert set(batch) == {"input_ids", "targets", "route_mask"}
+    for key in ("input_ids", "targets"):
         assert batch[key].shape == (3, 200) and batch[key].dtype == torch.long
+    assert batch["route_mask"].shape == (3, 200) and batch["route_mask"].dtype == torch.bool
     assert dm.vocab_size == 256
+
+
+def test_passkey_route_mask_marks_the_needle_digits_and_the_answer_positions():
+    dm = PasskeyDataModule(seq_len=200, batch_size=1)
+    dm.setup("fit")
+    item, sample = dm._train[0], dm._train.sample(0)
+    marked = item["route_mask"].nonzero().flatten().tolist()
+    needle_digits = [sample.depth + i for i, ch in enumerate(sample.text[sample.depth:sample.depth + 60])
+                     if ch.isdigit()]
+    assert marked == needle_digits + list(range(195, 200))
 
 
 @pytest.mark.parametrize("key_digits", [1, 5, 9])

@@ -109,3 +109,29 @@ def test_exact_accuracy_counts_samples_with_every_readout_right():
     logits[2, 7, :] = 1
     label = torch.tensor([[4, 4], [4, 4], [4, 4]])
     assert SequenceClassificationModule._exact(logits, label).tolist() == [1.0, 0.0, 0.0]
+
+
+def test_oracle_routing_needs_a_route_mask_in_the_batch():
+    module = SequenceClassificationModule(256, 10, max_seq_len=64, num_readout=5, oracle_routing=True, **TINY)
+    with pytest.raises(KeyError, match="route_mask"):
+        module._step({"inputs": torch.randint(0, 256, (2, 64)), "label": torch.zeros(2, 5, dtype=torch.long)})
+
+
+def test_oracle_routing_runs_on_readout_batches():
+    data = datamodule()
+    module = SequenceClassificationModule(256, 10, max_seq_len=160, num_readout=5, oracle_routing=True, **TINY)
+    batch = next(iter(data.train_dataloader()))
+    loss, logits = module._step(batch)
+    assert torch.isfinite(loss) and logits.shape == (2, 10, 5)
+
+
+def test_curriculum_lengths_beyond_seq_len_end_at_seq_len():
+    torch.set_num_threads(1)
+    data = PasskeyReadoutDataModule(seq_len=160, start_len=110, batch_size=2, val_samples=2)
+    module = SequenceClassificationModule(256, 10, max_seq_len=160, num_readout=5, warmup_steps=1, **TINY)
+    curriculum = LengthCurriculum([110, 128, 4096], metric="train/loss", threshold=0.01, window=1)
+    trainer = L.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        callbacks=[curriculum])
+    trainer.fit(module, datamodule=data)
+    assert curriculum.lengths == [110, 128, 160] and data.train_len == 160

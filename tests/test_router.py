@@ -243,3 +243,44 @@ def test_causal_router_gradient_reaches_its_routing_token():
     routing = router(torch.randn(2, 48, DIM), num_tokens=12)
     (routing.weights.unsqueeze(-1) * routing.tokens).sum().backward()
     assert torch.isfinite(router.routing_tokens.grad).all() and router.routing_tokens.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------- exploration noise and routing by hand
+
+@pytest.mark.parametrize("make", [lambda: Router(DIM), lambda: causal_router()], ids=["router", "causal"])
+def test_score_noise_changes_training_routes_but_never_eval_routes(make):
+    router = make()
+    router.score_noise = 5.0
+    x = torch.randn(2, 48, DIM)
+    router.train()
+    assert not torch.equal(router(x, num_tokens=12).indices, router(x, num_tokens=12).indices)
+    router.eval()
+    assert torch.equal(router(x, num_tokens=12).indices, router(x, num_tokens=12).indices)
+
+
+def test_negative_score_noise_is_named():
+    with pytest.raises(ValueError, match="score_noise"):
+        Router(DIM, score_noise=-1.0)
+
+
+@pytest.mark.parametrize("make", [lambda: Router(DIM).eval(), lambda: causal_router()], ids=["router", "causal"])
+def test_forced_routing_routes_the_marked_tokens_at_full_weight_and_then_lets_go(make):
+    from colt5_lightning.routing.oracle import forced_routing
+    router = make()
+    wrapper = torch.nn.Sequential(router)
+    n = 48
+    forced = torch.zeros(2, n, dtype=torch.bool)
+    forced[:, [20, 21, 22, 40]] = True  # after the first segment, which a causal router never routes
+    x = torch.randn(2, n, DIM)
+    with forced_routing(wrapper, forced):
+        routing = router(x, num_tokens=12)
+    weight = torch.zeros(2, n).scatter_add(-1, routing.indices[:, 0], routing.weights[:, 0])
+    assert (weight[forced] == 1).all()
+    assert router.forced is None
+
+
+def test_forced_routing_mask_must_be_batch_by_seq_bool():
+    from colt5_lightning.routing.oracle import forced_routing
+    with pytest.raises(ValueError, match="bool"):
+        with forced_routing(Router(DIM), torch.zeros(2, 4)):
+            pass

@@ -92,7 +92,7 @@ class PasskeyDataset(Dataset):
         ids = byte_codec.encode(self.sample(int(index)).text)
         targets = torch.full((self.seq_len,), IGNORE_INDEX, dtype=torch.long)
         targets[-self.key_digits :] = ids[-self.key_digits :]
-        return {"input_ids": ids[:-1], "targets": targets}
+        return {"input_ids": ids[:-1], "targets": targets, "route_mask": answer_tokens(ids[:-1], self.key_digits)}
 
 
 class PasskeyDataModule(ByteVocabulary, SeededDataModule):
@@ -107,9 +107,10 @@ class PasskeyDataModule(ByteVocabulary, SeededDataModule):
         seed: seeds the samples and the training order.
         num_workers: DataLoader worker processes.
 
-    Batches: ``{"input_ids": LongTensor (B, seq_len), "targets": LongTensor (B, seq_len)}``;
-    ``targets`` is -100 except the last ``key_digits`` positions, which hold the key digits
-    (as bytes) that ``input_ids`` must predict.
+    Batches: ``{"input_ids": LongTensor (B, seq_len), "targets": LongTensor (B, seq_len),
+    "route_mask": BoolTensor (B, seq_len)}``; ``targets`` is -100 except the last ``key_digits``
+    positions, which hold the key digits (as bytes) that ``input_ids`` must predict;
+    ``route_mask`` marks the tokens an oracle router would pick (see :func:`answer_tokens`).
     """
 
     def __init__(
@@ -140,6 +141,14 @@ class PasskeyDataModule(ByteVocabulary, SeededDataModule):
         self._val = PasskeyDataset(self.seq_len, self.key_digits, self.val_samples, self.seed, VAL_STREAM)
 
 
+def answer_tokens(ids: torch.Tensor, key_digits: int) -> torch.Tensor:
+    """(n,) bool: the tokens retrieval needs, for routing by hand (routing.oracle): every digit
+    (only the needle has digits) and the last key_digits positions (where the key is read out)."""
+    mask = (ids >= ord("0")) & (ids <= ord("9"))
+    mask[-key_digits:] = True
+    return mask
+
+
 class PasskeyReadoutDataset(Dataset):
     """Passkey samples whose final key is hidden behind placeholders: ``{"inputs": (n,) bytes,
     "label": (key_digits,) digits}``. ``length`` is read at every item, so a curriculum may
@@ -161,7 +170,8 @@ class PasskeyReadoutDataset(Dataset):
         sample = make_sample(self.length - 1, self.key_digits, self.seed, self.stream, int(index))  # length bytes
         text = sample.text[: -self.key_digits] + PLACEHOLDER * self.key_digits
         label = torch.tensor([int(d) for d in sample.key], dtype=torch.long)
-        return {"inputs": byte_codec.encode(text), "label": label}
+        inputs = byte_codec.encode(text)
+        return {"inputs": inputs, "label": label, "route_mask": answer_tokens(inputs, self.key_digits)}
 
 
 class PasskeyReadoutDataModule(ByteVocabulary, SeededDataModule):

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from .. import _checks
 from .gather import gather_tokens
-from .router import Routing
+from .router import Routing, adjust_scores
 from .soft_topk import coor_descent_dual, eps_schedule
 
 
@@ -89,7 +89,7 @@ class CausalRouter(nn.Module):
                  over_fetch: float = 9 / 8, n_iters: int = 20, eps: float = 0.03,
                  eps_init: Optional[float] = 4.0, eps_decay: float = 0.7, method: str = "exact",
                  fused: Optional[bool] = None, history: int = 4, burst: float = 0.5,
-                 router_type: str = "coor_descent"):
+                 score_noise: float = 0.0, router_type: str = "coor_descent"):
         super().__init__()
         self.dim = _checks.positive_int("dim", dim)
         self.segment_size = _checks.positive_int("segment_size", segment_size)
@@ -104,6 +104,8 @@ class CausalRouter(nn.Module):
         if not 0.0 <= burst <= 1.0:
             raise ValueError(f"burst must be a fraction of the routed slots in [0, 1], got {burst}")
         self.burst = float(burst)
+        self.score_noise = _checks.non_negative_number("score_noise", score_noise)
+        self.forced: Optional[Tensor] = None  # (b, n) bool: positions routed by hand (see routing.oracle)
         self.solver = dict(n_iters=_checks.positive_int("n_iters", n_iters), eps=_checks.positive_number("eps", eps),
                            eps_init=eps_init, eps_decay=eps_decay, method=method, fused=fused)
         self.eps = eps_schedule(n_iters, eps, eps_init, eps_decay)[-1] if method == "iterative" else eps
@@ -126,6 +128,7 @@ class CausalRouter(nn.Module):
         reference = self.reference_len or n
         with torch.autocast(device_type=x.device.type, enabled=False):
             scores = F.linear(x.float(), self.routing_tokens.float()).transpose(1, 2)  # (b, r, n)
+        scores = adjust_scores(scores, self.score_noise if self.training else 0.0, self.forced)
         valid = (torch.ones(b, n, dtype=torch.bool, device=x.device) if mask is None else mask)
         valid = valid.unsqueeze(1).expand(b, r, n)
 

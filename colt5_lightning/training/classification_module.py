@@ -26,20 +26,23 @@ from torchmetrics.aggregation import MeanMetric
 from ..models.routing_args import routing_args
 from ..models import CoLT5ImageClassifier, CoLT5SequenceClassifier
 from .optim import check_optim_args, configure_adamw
+from .oracle import oracle_for
 
 
 class ClassificationModule(pl.LightningModule):
-    """Cross-entropy training of `model` (inputs[, mask] -> logits (B, num_classes))."""
+    """Cross-entropy training of `model` (inputs[, mask] -> logits (B, num_classes)).
+    oracle_routing=True routes each batch's "route_mask" tokens by hand (a diagnostic)."""
 
     def __init__(self, model: nn.Module, num_classes: int, lr: float = 1e-3, weight_decay: float = 0.05,
                  betas: Tuple[float, float] = (0.9, 0.98), warmup_steps: int = 100,
-                 max_steps: Optional[int] = None, min_lr_ratio: float = 0.01):
+                 max_steps: Optional[int] = None, min_lr_ratio: float = 0.01, oracle_routing: bool = False):
         super().__init__()
         # the subclasses' flat arguments are collected too; a passed-in model is saved in the weights
         self.save_hyperparameters(ignore=["model"])
         check_optim_args(lr=lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps,
                          max_steps=max_steps, min_lr_ratio=min_lr_ratio)
         self.model = model
+        self.oracle_routing = bool(oracle_routing)
         self.optim_args = dict(lr=lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps,
                                max_steps=max_steps, min_lr_ratio=min_lr_ratio)
         self.train_acc = Accuracy(task="multiclass", num_classes=num_classes)
@@ -55,7 +58,8 @@ class ClassificationModule(pl.LightningModule):
 
     def _step(self, batch: dict) -> Tuple[torch.Tensor, torch.Tensor]:
         """Loss and logits in torchmetrics' layout: (B, C), or (B, C, R) for R readouts."""
-        logits = self(batch["inputs"], batch.get("mask"))
+        with oracle_for(self.model, batch, self.oracle_routing):
+            logits = self(batch["inputs"], batch.get("mask"))
         if logits.ndim == 3:
             logits = logits.transpose(1, 2)
         return F.cross_entropy(logits.float(), batch["label"]), logits
@@ -121,12 +125,14 @@ class SequenceClassificationModule(ClassificationModule):
                  router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs", heavy: bool = True, light_position: str = "none", dense: bool = False,
                  num_readout: int = 0, absolute_positions: bool = True,
                  lr: float = 1e-3, weight_decay: float = 0.05, betas: Tuple[float, float] = (0.9, 0.98),
-                 warmup_steps: int = 100, max_steps: Optional[int] = None, min_lr_ratio: float = 0.01):
+                 warmup_steps: int = 100, max_steps: Optional[int] = None, min_lr_ratio: float = 0.01,
+                 oracle_routing: bool = False):
         model = CoLT5SequenceClassifier(vocab_size, num_classes, max_seq_len, dim, depth,
                                         **routing_args(locals()), dense=dense, light_position=light_position,
                                         num_readout=num_readout, absolute_positions=absolute_positions)
         super().__init__(model, num_classes, lr=lr, weight_decay=weight_decay, betas=betas,
-                         warmup_steps=warmup_steps, max_steps=max_steps, min_lr_ratio=min_lr_ratio)
+                         warmup_steps=warmup_steps, max_steps=max_steps, min_lr_ratio=min_lr_ratio,
+                         oracle_routing=oracle_routing)
 
 
 class ImageClassificationModule(ClassificationModule):

@@ -11,11 +11,12 @@ from collections import deque
 from typing import Sequence
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_info
 
 
 class LengthCurriculum(pl.Callback):
-    """Moves the DataModule's `train_len` through `lengths` (ascending, ending at or below its
-    seq_len) whenever the mean of `metric` over the last `window` training steps reaches
+    """Moves the DataModule's `train_len` through `lengths` (ascending; lengths beyond the data's
+    seq_len are replaced by seq_len, with a message) whenever the mean of `metric` over the last `window` training steps reaches
     `threshold`. Logs train/length every step; the state (stage and recent values) is saved
     in checkpoints, so a resumed run continues at the same length."""
 
@@ -42,9 +43,12 @@ class LengthCurriculum(pl.Callback):
 
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         data = self._datamodule(trainer)
-        if self.lengths[-1] > data.seq_len:
-            raise ValueError(f"the curriculum's last length {self.lengths[-1]} exceeds the data's seq_len "
-                             f"{data.seq_len}")
+        if self.lengths[-1] > data.seq_len:  # e.g. a shortened smoke run of a long recipe
+            kept = [x for x in self.lengths if x < data.seq_len] + [data.seq_len]
+            rank_zero_info(f"LengthCurriculum: lengths {self.lengths} exceed the data's seq_len {data.seq_len}; "
+                           f"using {kept}")
+            self.lengths = kept
+            self.stage = min(self.stage, len(kept) - 1)
         data.train_len = self.lengths[self.stage]
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

@@ -22,6 +22,7 @@ from torchmetrics.aggregation import MeanMetric
 from ..models.routing_args import routing_args
 from ..models import CoLT5LanguageModel
 from .optim import check_optim_args, configure_adamw
+from .oracle import oracle_for
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 class LanguageModelModule(pl.LightningModule):
     """The model's arguments are flat init args (see CoLT5LanguageModel), followed by the
     optimizer's (see training.optim) and the sampling settings. `seq_len` is the model's
-    max_seq_len: the longest context it is trained on and generates from."""
+    max_seq_len: the longest context it is trained on and generates from. oracle_routing=True
+    routes each batch's "route_mask" tokens by hand (a diagnostic, see routing.oracle)."""
 
     def __init__(self, vocab_size: int = 256, seq_len: int = 1024, dim: int = 256, depth: int = 4,
                  num_heavy_attn_tokens_q: int = 64, num_heavy_attn_tokens_kv: int = 64,
@@ -42,7 +44,7 @@ class LanguageModelModule(pl.LightningModule):
                  lr: float = 1e-3, weight_decay: float = 0.1, betas: Tuple[float, float] = (0.9, 0.95),
                  warmup_steps: int = 100, max_steps: Optional[int] = None, min_lr_ratio: float = 0.1,
                  sample_prompt: str = "def ", sample_length: int = 128, sample_temperature: float = 0.8,
-                 sample_top_k: Optional[int] = 32, sample_seed: int = 0):
+                 sample_top_k: Optional[int] = 32, sample_seed: int = 0, oracle_routing: bool = False):
         super().__init__()
         self.save_hyperparameters()
         check_optim_args(lr=lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps,
@@ -65,7 +67,8 @@ class LanguageModelModule(pl.LightningModule):
 
     def _loss(self, batch: dict) -> Tuple[torch.Tensor, torch.Tensor]:
         """Mean cross-entropy over scored targets, and how many targets were scored."""
-        logits = self(batch["input_ids"], batch.get("mask"))
+        with oracle_for(self.model, batch, self.hparams.oracle_routing):
+            logits = self(batch["input_ids"], batch.get("mask"))
         targets = batch["targets"]
         loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
         return loss, (targets != -100).sum()
