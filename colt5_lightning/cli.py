@@ -4,6 +4,8 @@
     colt5 fit --config configs/trainer/gpu_bf16.yaml --config configs/model/lm/base.yaml \
               --config recipes/language_modeling/gpu_8k.yaml
     colt5 sample --ckpt_path logs/byte_lm_cpu/checkpoints/last.ckpt --prompt "def " --length 200
+    colt5 plot logs/passkey_encoder/csv --out curves.png
+    colt5 plot-routing --ckpt_path logs/passkey_encoder/checkpoints/last.ckpt --out routing.png
 """
 from __future__ import annotations
 
@@ -146,11 +148,71 @@ def sample(args: List[str]) -> str:
     return text
 
 
+CURVES = ("train/loss", "val/loss", "val/bpb", "train/exact_acc", "val/exact_acc", "val/acc", "train/length")
+
+
+def plot(args: List[str]) -> List[str]:
+    """colt5 plot: metric curves of one or more runs, side by side, as PNG files."""
+    from .reporting import plot_curves, read_metrics
+
+    parser = argparse.ArgumentParser(prog="colt5 plot", description="Plot the metric curves of runs "
+                                     "(their CSVLogger folders) into one PNG, one line per run.")
+    parser.add_argument("runs", nargs="+", help="run folders or metrics.csv files")
+    parser.add_argument("--labels", help="comma-separated names for the runs (default: folder names)")
+    parser.add_argument("--metrics", default=",".join(CURVES), help="comma-separated metrics to draw, if logged")
+    parser.add_argument("--out", default="curves.png", help="the PNG to write")
+    parser.add_argument("--smooth", type=int, default=20, help="moving average over train/* points")
+    opts = parser.parse_args(args)
+    labels = opts.labels.split(",") if opts.labels else [str(r).rstrip("/") for r in opts.runs]
+    if len(labels) != len(opts.runs):
+        parser.error(f"--labels names {len(labels)} runs, but {len(opts.runs)} were given")
+    try:
+        runs = {label: read_metrics(run) for label, run in zip(labels, opts.runs)}
+        drawn = plot_curves(runs, opts.metrics.split(","), opts.out, smooth=opts.smooth)
+    except (FileNotFoundError, ValueError, ImportError) as ex:
+        parser.error(str(ex))
+    print(f"wrote {opts.out} ({', '.join(drawn)})")
+    return drawn
+
+
+def plot_routing_cmd(args: List[str]) -> None:
+    """colt5 plot-routing: routing weight by position on a held-out passkey example."""
+    import torch
+
+    from .reporting import passkey_example, plot_routing, routing_by_position
+    from .training import LanguageModelModule, SequenceClassificationModule
+
+    parser = argparse.ArgumentParser(prog="colt5 plot-routing", description="Draw each router's weight by "
+                                     "position for a held-out passkey example, needle marked, from a checkpoint "
+                                     "of the passkey recipes (encoder readout or language model).")
+    parser.add_argument("--ckpt_path", required=True)
+    parser.add_argument("--out", default="routing.png")
+    parser.add_argument("--seq_len", type=int, help="default: the model's max_seq_len")
+    parser.add_argument("--index", type=int, default=0, help="which held-out sample")
+    opts = parser.parse_args(args)
+    try:
+        hparams = torch.load(opts.ckpt_path, map_location="cpu", weights_only=False)["hyper_parameters"]
+    except (OSError, KeyError, RuntimeError, EOFError) as ex:
+        parser.error(f"cannot read a Lightning checkpoint at {opts.ckpt_path}: {ex}")
+    readout = int(hparams.get("num_readout") or 0)
+    cls = SequenceClassificationModule if readout else LanguageModelModule
+    module = cls.load_from_checkpoint(opts.ckpt_path, map_location="cpu")
+    seq_len = opts.seq_len or module.model.max_seq_len
+    ids, needle = passkey_example(seq_len, readout=bool(readout), index=opts.index)
+    weights = routing_by_position(module.model, ids)
+    plot_routing(weights, needle, opts.out, readout=readout or 5,
+                 title=f"routing weight by position, {seq_len} bytes, needle at {needle[0]}")
+    print(f"wrote {opts.out}")
+
+
+COMMANDS = {"sample": sample, "plot": plot, "plot-routing": plot_routing_cmd}
+
+
 def main(args: Optional[List[str]] = None) -> None:
     """Console entry point; returns None so that `sys.exit(main())` exits 0 on success."""
     argv = sys.argv[1:] if args is None else list(args)
-    if argv and argv[0] == "sample":
-        sample(argv[1:])
+    if argv and argv[0] in COMMANDS:
+        COMMANDS[argv[0]](argv[1:])
     else:
         cli(args)
 
