@@ -74,6 +74,9 @@ RECIPES = {
     "recipes/long_range/passkey_encoder.yaml": (
         [*cfg("recipes/long_range/passkey_encoder.yaml"), *cfg("configs/model/sequence/tiny.yaml"),
          "--data.init_args.seq_len", "256", "--data.init_args.start_len", "128", "--data.init_args.val_samples", "2"]),
+    "recipes/long_range/passkey_decoder.yaml": (
+        [*cfg("recipes/long_range/passkey_decoder.yaml"), *cfg("configs/model/lm/tiny.yaml"),
+         "--data.init_args.seq_len", "256", "--data.init_args.start_len", "128", "--data.init_args.val_samples", "2"]),
     "recipes/long_range/listops.yaml": (
         [*cfg("recipes/long_range/listops.yaml"), *cfg("configs/model/sequence/tiny.yaml"),
          "--data.init_args.min_length", "64", "--data.init_args.max_length", "128",

@@ -55,6 +55,7 @@ STACKS = {
     "recipes/long_range/listops.yaml": ([], []),
     "recipes/long_range/passkey.yaml": ([], []),
     "recipes/long_range/passkey_encoder.yaml": ([], []),
+    "recipes/long_range/passkey_decoder.yaml": ([], []),
     "configs/model/light_only.yaml": (["configs/model/lm/tiny.yaml", LM_DATA], []),
 }
 LINKED = {"vocab_size", "seq_len", "max_seq_len", "num_classes", "image_size", "in_channels", "num_readout"}

@@ -71,88 +71,8 @@ def make_sample(seq_len: int, key_digits: int, seed: int, stream: int, index: in
 
 
 class PasskeyDataset(Dataset):
-    """``num_samples`` passkey samples of one seed stream, generated on demand."""
-
-    def __init__(self, seq_len: int, key_digits: int, num_samples: int, seed: int, stream: int) -> None:
-        self.seq_len = seq_len
-        self.key_digits = key_digits
-        self.num_samples = num_samples
-        self.seed = seed
-        self.stream = stream
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def sample(self, index: int) -> PasskeySample:
-        if not 0 <= index < self.num_samples:
-            raise IndexError(f"sample index {index} out of range [0, {self.num_samples})")
-        return make_sample(self.seq_len, self.key_digits, self.seed, self.stream, index)
-
-    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
-        ids = byte_codec.encode(self.sample(int(index)).text)
-        targets = torch.full((self.seq_len,), IGNORE_INDEX, dtype=torch.long)
-        targets[-self.key_digits :] = ids[-self.key_digits :]
-        return {"input_ids": ids[:-1], "targets": targets, "route_mask": answer_tokens(ids[:-1], self.key_digits)}
-
-
-class PasskeyDataModule(ByteVocabulary, SeededDataModule):
-    """Byte-level passkey retrieval (vocab_size = 256), generated on the fly.
-
-    Args:
-        seq_len: tokens per sample (at least :func:`min_seq_len` of ``key_digits``).
-        batch_size: samples per batch.
-        key_digits: digits in the pass key (leading zeros allowed).
-        train_samples: training set size; sample i is a pure function of (seed, i).
-        val_samples: validation set size, drawn from a seed stream disjoint from training.
-        seed: seeds the samples and the training order.
-        num_workers: DataLoader worker processes.
-
-    Batches: ``{"input_ids": LongTensor (B, seq_len), "targets": LongTensor (B, seq_len),
-    "route_mask": BoolTensor (B, seq_len)}``; ``targets`` is -100 except the last ``key_digits``
-    positions, which hold the key digits (as bytes) that ``input_ids`` must predict;
-    ``route_mask`` marks the tokens an oracle router would pick (see :func:`answer_tokens`).
-    """
-
-    def __init__(
-        self,
-        seq_len: int = 2048,
-        batch_size: int = 8,
-        key_digits: int = 5,
-        train_samples: int = 2000,
-        val_samples: int = 64,
-        seed: int = 0,
-        num_workers: int = 0,
-    ) -> None:
-        super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
-        self.seq_len = _args.positive_int("seq_len", seq_len)
-        self.key_digits = _args.positive_int("key_digits", key_digits)
-        shortest = min_seq_len(self.key_digits)
-        if self.seq_len < shortest:
-            raise ValueError(
-                f"seq_len must be at least {shortest} to hold the pass key sentences "
-                f"for key_digits={self.key_digits}, got {self.seq_len}"
-            )
-        self.train_samples = _args.positive_int("train_samples", train_samples)
-        self.val_samples = _args.positive_int("val_samples", val_samples)
-        self.save_hyperparameters()
-
-    def setup(self, stage: Optional[str] = None) -> None:
-        self._train = PasskeyDataset(self.seq_len, self.key_digits, self.train_samples, self.seed, TRAIN_STREAM)
-        self._val = PasskeyDataset(self.seq_len, self.key_digits, self.val_samples, self.seed, VAL_STREAM)
-
-
-def answer_tokens(ids: torch.Tensor, key_digits: int) -> torch.Tensor:
-    """(n,) bool: the tokens retrieval needs, for routing by hand (routing.oracle): every digit
-    (only the needle has digits) and the last key_digits positions (where the key is read out)."""
-    mask = (ids >= ord("0")) & (ids <= ord("9"))
-    mask[-key_digits:] = True
-    return mask
-
-
-class PasskeyReadoutDataset(Dataset):
-    """Passkey samples whose final key is hidden behind placeholders: ``{"inputs": (n,) bytes,
-    "label": (key_digits,) digits}``. ``length`` is read at every item, so a curriculum may
-    change it between batches (see :class:`colt5_lightning.training.LengthCurriculum`)."""
+    """``num_samples`` passkey samples of one seed stream, generated on demand. ``length`` is
+    read at every item, so a curriculum may change it between batches."""
 
     def __init__(self, length: int, key_digits: int, num_samples: int, seed: int, stream: int) -> None:
         self.length = length
@@ -164,6 +84,30 @@ class PasskeyReadoutDataset(Dataset):
     def __len__(self) -> int:
         return self.num_samples
 
+    def sample(self, index: int) -> PasskeySample:
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"sample index {index} out of range [0, {self.num_samples})")
+        return make_sample(self.length, self.key_digits, self.seed, self.stream, index)
+
+    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
+        ids = byte_codec.encode(self.sample(int(index)).text)
+        targets = torch.full((self.length,), IGNORE_INDEX, dtype=torch.long)
+        targets[-self.key_digits :] = ids[-self.key_digits :]
+        return {"input_ids": ids[:-1], "targets": targets, "route_mask": answer_tokens(ids[:-1], self.key_digits)}
+
+
+def answer_tokens(ids: torch.Tensor, key_digits: int) -> torch.Tensor:
+    """(n,) bool: the tokens retrieval needs, for routing by hand (routing.oracle): every digit
+    (only the needle has digits) and the last key_digits positions (where the key is read out)."""
+    mask = (ids >= ord("0")) & (ids <= ord("9"))
+    mask[-key_digits:] = True
+    return mask
+
+
+class PasskeyReadoutDataset(PasskeyDataset):
+    """Passkey samples whose final key is hidden behind placeholders: ``{"inputs": (length,)
+    bytes, "label": (key_digits,) digits, "route_mask"}``."""
+
     def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
         if not 0 <= index < self.num_samples:
             raise IndexError(f"sample index {index} out of range [0, {self.num_samples})")
@@ -174,33 +118,50 @@ class PasskeyReadoutDataset(Dataset):
         return {"inputs": inputs, "label": label, "route_mask": answer_tokens(inputs, self.key_digits)}
 
 
-class PasskeyReadoutDataModule(ByteVocabulary, SeededDataModule):
-    """Byte-level passkey retrieval read out by classification (vocab_size = 256, num_classes =
-    10 per digit, num_readout = key_digits): the input ends with one placeholder per key digit.
+class PasskeyDataModule(ByteVocabulary, SeededDataModule):
+    """Byte-level passkey retrieval (vocab_size = 256), generated on the fly.
 
     Args:
-        seq_len: bytes per sample at full length; validation always uses it.
-        batch_size, key_digits, train_samples, val_samples, seed, num_workers: as PasskeyDataModule.
+        seq_len: tokens per sample (at least :func:`min_seq_len` of ``key_digits``); validation
+            always uses it.
+        batch_size: samples per batch.
+        key_digits: digits in the pass key (leading zeros allowed).
+        train_samples: training set size; sample i is a pure function of (seed, i).
+        val_samples: validation set size, drawn from a seed stream disjoint from training.
+        seed: seeds the samples and the training order.
+        num_workers: DataLoader worker processes.
         start_len: training starts at this length (default seq_len); a LengthCurriculum callback
             raises it towards seq_len. With start_len < seq_len, num_workers must be 0, so that
             the loader sees each change.
+
+    Batches: ``{"input_ids": LongTensor (B, seq_len), "targets": LongTensor (B, seq_len),
+    "route_mask": BoolTensor (B, seq_len)}``; ``targets`` is -100 except the last ``key_digits``
+    positions, which hold the key digits (as bytes) that ``input_ids`` must predict;
+    ``route_mask`` marks the tokens an oracle router would pick (see :func:`answer_tokens`).
     """
 
-    num_classes = 10
+    dataset_class = PasskeyDataset
 
-    def __init__(self, seq_len: int = 4096, batch_size: int = 8, key_digits: int = 5,
-                 train_samples: int = 1_000_000, val_samples: int = 512, seed: int = 0,
-                 num_workers: int = 0, start_len: Optional[int] = None) -> None:
+    def __init__(
+        self,
+        seq_len: int = 2048,
+        batch_size: int = 8,
+        key_digits: int = 5,
+        train_samples: int = 2000,
+        val_samples: int = 64,
+        seed: int = 0,
+        num_workers: int = 0,
+        start_len: Optional[int] = None,
+    ) -> None:
         super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
         self.seq_len = _args.positive_int("seq_len", seq_len)
         self.key_digits = _args.positive_int("key_digits", key_digits)
-        self.num_readout = self.key_digits
         self.start_len = self.seq_len if start_len is None else _args.positive_int("start_len", start_len)
-        shortest = min_seq_len(self.key_digits) + 1
+        shortest = self.shortest()
         for name, value in (("seq_len", self.seq_len), ("start_len", self.start_len)):
             if value < shortest:
-                raise ValueError(f"{name} must be at least {shortest} to hold the pass key sentences for "
-                                 f"key_digits={self.key_digits}, got {value}")
+                raise ValueError(f"{name} must be at least {shortest} to hold the pass key sentences "
+                                 f"for key_digits={self.key_digits}, got {value}")
         if self.start_len > self.seq_len:
             raise ValueError(f"start_len ({self.start_len}) must not exceed seq_len ({self.seq_len})")
         if self.start_len < self.seq_len and self.num_workers:
@@ -210,6 +171,10 @@ class PasskeyReadoutDataModule(ByteVocabulary, SeededDataModule):
         self.val_samples = _args.positive_int("val_samples", val_samples)
         self.save_hyperparameters()
 
+    def shortest(self) -> int:
+        """The shortest sample that holds the needle and the question."""
+        return min_seq_len(self.key_digits)
+
     @property
     def train_len(self) -> int:
         """The length training samples are drawn at now."""
@@ -217,12 +182,34 @@ class PasskeyReadoutDataModule(ByteVocabulary, SeededDataModule):
 
     @train_len.setter
     def train_len(self, length: int) -> None:
-        if not min_seq_len(self.key_digits) + 1 <= length <= self.seq_len:
-            raise ValueError(f"train_len must lie in [{min_seq_len(self.key_digits) + 1}, {self.seq_len}], got {length}")
+        if not self.shortest() <= length <= self.seq_len:
+            raise ValueError(f"train_len must lie in [{self.shortest()}, {self.seq_len}], got {length}")
         self._require(self._train, "training").length = int(length)
 
     def setup(self, stage: Optional[str] = None) -> None:
-        if self._train is None:
-            self._train = PasskeyReadoutDataset(self.start_len, self.key_digits, self.train_samples, self.seed,
-                                                TRAIN_STREAM)
-        self._val = PasskeyReadoutDataset(self.seq_len, self.key_digits, self.val_samples, self.seed, VAL_STREAM)
+        if self._train is None:  # kept across stages, so that a curriculum's length survives
+            self._train = self.dataset_class(self.start_len, self.key_digits, self.train_samples, self.seed,
+                                             TRAIN_STREAM)
+        self._val = self.dataset_class(self.seq_len, self.key_digits, self.val_samples, self.seed, VAL_STREAM)
+
+
+class PasskeyReadoutDataModule(PasskeyDataModule):
+    """Byte-level passkey retrieval read out by classification (vocab_size = 256, num_classes =
+    10 per digit, num_readout = key_digits): the input ends with one placeholder per key digit.
+    Takes PasskeyDataModule's arguments. Batches: ``{"inputs": (B, seq_len) bytes,
+    "label": (B, key_digits) digits, "route_mask": (B, seq_len) bool}``.
+    """
+
+    dataset_class = PasskeyReadoutDataset
+    num_classes = 10
+
+    def __init__(self, seq_len: int = 4096, batch_size: int = 8, key_digits: int = 5,
+                 train_samples: int = 1_000_000, val_samples: int = 512, seed: int = 0,
+                 num_workers: int = 0, start_len: Optional[int] = None) -> None:
+        super().__init__(seq_len=seq_len, batch_size=batch_size, key_digits=key_digits,
+                         train_samples=train_samples, val_samples=val_samples, seed=seed,
+                         num_workers=num_workers, start_len=start_len)
+        self.num_readout = self.key_digits
+
+    def shortest(self) -> int:
+        return min_seq_len(self.key_digits) + 1

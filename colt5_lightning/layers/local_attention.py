@@ -102,7 +102,11 @@ def light_block_size(window_size: int) -> int:
 class RelativePositionBias(nn.Module):
     """A learned logit bias per head and key offset within the look-around window (as T5's
     relative attention bias, unbucketed): one parameter lets a head look at, say, the token two
-    back, which rotary embeddings only learn slowly."""
+    back, which rotary embeddings only learn slowly. The table is kept in units of `scale` logits:
+    Adam moves each entry by about lr per step, and a sharp preference needs a bias of several
+    logits, which at lr 2e-3 took thousands of steps in unscaled units."""
+
+    scale = 16.0
 
     def __init__(self, heads: int, block: int, causal: bool):
         super().__init__()
@@ -116,7 +120,7 @@ class RelativePositionBias(nn.Module):
         qi = torch.arange(w, device=self.table.device).view(w, 1)
         kj = torch.arange(self.num_blocks * w, device=self.table.device).view(1, -1)
         offset = kj - w - qi  # key position minus query position
-        return self.table[:, offset + 2 * w - 1]
+        return self.scale * self.table[:, offset + 2 * w - 1]
 
 
 class LocalAttention(nn.Module):

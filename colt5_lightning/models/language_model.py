@@ -5,7 +5,9 @@ token embedding + learned absolute positions -> N causal blocks -> LayerNorm -> 
 Positions are learned absolute embeddings (as in GPT-2 / nanoGPT): the routed layers own their
 query/key projections, so rotary embeddings would have to be threaded through every layer,
 while an additive table needs nothing from them and suits a model whose context is cropped to
-max_seq_len when generating.
+max_seq_len when generating. absolute_positions=False drops the table: positions then come from
+causal masking and the light attention (light_position), which suits training on a curriculum of
+lengths, where a table's later rows would be untrained at each new length.
 
 Routed token counts are budgets for a max_seq_len-long sequence, turned once into a fixed
 number per segment, so a prefix (a prompt while generating) routes exactly as it does inside
@@ -34,18 +36,19 @@ class CoLT5LanguageModel(nn.Module):
                  light_ff_mult: float = 0.5, heavy_ff_mult: float = 4.0, num_routed_kv: int = 1,
                  router_straight_through: bool = False, router_type: str = "coor_descent",
                  router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs", heavy: bool = True, light_position: str = "none",
-                 tie_embeddings: bool = True, dense: bool = False):
+                 tie_embeddings: bool = True, dense: bool = False, absolute_positions: bool = True):
         super().__init__()
         self.vocab_size = _checks.positive_int("vocab_size", vocab_size)
         self.max_seq_len = _checks.positive_int("max_seq_len", max_seq_len)
         self.dense = bool(dense)
         self.tok_emb = nn.Embedding(vocab_size, dim)
-        self.pos_emb = nn.Parameter(torch.zeros(max_seq_len, dim))
+        self.pos_emb = nn.Parameter(torch.zeros(max_seq_len, dim)) if absolute_positions else None
         self.encoder = CoLT5Encoder(dim, depth, **routing_args(locals()), causal=True, dense=dense, light_position=light_position,
                                     max_seq_len=max_seq_len)
         self.head = nn.Linear(dim, vocab_size, bias=False)
         nn.init.normal_(self.tok_emb.weight, std=0.02)
-        nn.init.normal_(self.pos_emb, std=0.02)
+        if self.pos_emb is not None:
+            nn.init.normal_(self.pos_emb, std=0.02)
         if tie_embeddings:
             self.head.weight = self.tok_emb.weight
 
@@ -57,7 +60,9 @@ class CoLT5LanguageModel(nn.Module):
         b, n = input_ids.shape
         if n > self.max_seq_len:
             raise ValueError(f"input length {n} exceeds max_seq_len {self.max_seq_len}")
-        x = self.tok_emb(input_ids) + self.pos_emb[:n]
+        x = self.tok_emb(input_ids)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb[:n]
         x = self.encoder(x, mask)
         return self.head(x)
 

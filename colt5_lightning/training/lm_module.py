@@ -31,7 +31,9 @@ class LanguageModelModule(pl.LightningModule):
     """The model's arguments are flat init args (see CoLT5LanguageModel), followed by the
     optimizer's (see training.optim) and the sampling settings. `seq_len` is the model's
     max_seq_len: the longest context it is trained on and generates from. oracle_routing=True
-    routes each batch's "route_mask" tokens by hand (a diagnostic, see routing.oracle)."""
+    routes each batch's "route_mask" tokens by hand (a diagnostic, see routing.oracle).
+    exact_match=True also logs train/exact_acc and val/exact_acc: the share of samples whose
+    scored targets are all the most likely token (for passkey: the greedy key is exact)."""
 
     def __init__(self, vocab_size: int = 256, seq_len: int = 1024, dim: int = 256, depth: int = 4,
                  num_heavy_attn_tokens_q: int = 64, num_heavy_attn_tokens_kv: int = 64,
@@ -40,11 +42,12 @@ class LanguageModelModule(pl.LightningModule):
                  light_ff_mult: float = 0.5, heavy_ff_mult: float = 4.0, num_routed_kv: int = 1,
                  router_straight_through: bool = False, router_type: str = "coor_descent",
                  router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs", heavy: bool = True, light_position: str = "none",
-                 tie_embeddings: bool = True, dense: bool = False,
+                 tie_embeddings: bool = True, dense: bool = False, absolute_positions: bool = True,
                  lr: float = 1e-3, weight_decay: float = 0.1, betas: Tuple[float, float] = (0.9, 0.95),
                  warmup_steps: int = 100, max_steps: Optional[int] = None, min_lr_ratio: float = 0.1,
                  sample_prompt: str = "def ", sample_length: int = 128, sample_temperature: float = 0.8,
-                 sample_top_k: Optional[int] = 32, sample_seed: int = 0, oracle_routing: bool = False):
+                 sample_top_k: Optional[int] = 32, sample_seed: int = 0, oracle_routing: bool = False,
+                 exact_match: bool = False):
         super().__init__()
         self.save_hyperparameters()
         check_optim_args(lr=lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps,
@@ -58,36 +61,46 @@ class LanguageModelModule(pl.LightningModule):
             raise ValueError(f"sample_length must be a non-negative int (0 disables samples), got {sample_length!r}")
         self.model = CoLT5LanguageModel(vocab_size=vocab_size, max_seq_len=seq_len, dim=dim, depth=depth,
                                         **routing_args(locals()), tie_embeddings=tie_embeddings, dense=dense,
-                                        light_position=light_position)
+                                        light_position=light_position, absolute_positions=absolute_positions)
         self.val_loss = MeanMetric()
+        self.val_exact = MeanMetric()
         self.last_sample: Optional[str] = None
 
     def forward(self, input_ids: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.model(input_ids, mask)
 
-    def _loss(self, batch: dict) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Mean cross-entropy over scored targets, and how many targets were scored."""
+    def _loss(self, batch: dict) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean cross-entropy over scored targets, how many targets were scored, and per sample
+        whether every scored target is the most likely token (the greedy answer is exact)."""
         with oracle_for(self.model, batch, self.hparams.oracle_routing):
             logits = self(batch["input_ids"], batch.get("mask"))
         targets = batch["targets"]
         loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
-        return loss, (targets != -100).sum()
+        scored = targets != -100
+        exact = ((logits.argmax(-1) == targets) | ~scored).all(-1).float()
+        return loss, scored.sum(), exact
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, _ = self._loss(batch)
+        loss, _, exact = self._loss(batch)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        if self.hparams.exact_match:
+            self.log("train/exact_acc", exact.mean(), on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss, count = self._loss(batch)
+        loss, count, exact = self._loss(batch)
         if count > 0:
             self.val_loss.update(loss, weight=count)
+        self.val_exact.update(exact)
 
     def on_validation_epoch_end(self) -> None:
         loss = self.val_loss.compute()  # synchronised across processes by torchmetrics
         self.val_loss.reset()
-        self.log_dict({"val/loss": loss, "val/bpb": loss / math.log(2), "val/ppl": torch.exp(loss)},
-                      prog_bar=True, sync_dist=True)
+        metrics = {"val/loss": loss, "val/bpb": loss / math.log(2), "val/ppl": torch.exp(loss)}
+        if self.hparams.exact_match:
+            metrics["val/exact_acc"] = self.val_exact.compute()
+        self.val_exact.reset()
+        self.log_dict(metrics, prog_bar=True, sync_dist=True)
         if not self.trainer.sanity_checking and self.hparams.sample_length > 0:
             self._log_sample()
 
