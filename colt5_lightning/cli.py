@@ -39,7 +39,10 @@ class CoLT5CLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0})
+        # last.ckpt every 100 steps and on an exception, not only when training ends: with
+        # save_top_k 0 ModelCheckpoint saves nothing until then (a killed run lost everything)
+        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0,
+                             "checkpoint.every_n_train_steps": 100, "checkpoint.save_on_exception": True})
         parser.add_lightning_class_args(RouterMonitor, "router_monitor")
 
     def parse_arguments(self, parser, args) -> None:
