@@ -57,11 +57,22 @@ def test_train_len_outside_the_allowed_range_is_refused():
 
 
 @pytest.mark.parametrize("heavy", [True, False])
-def test_classifier_with_readouts_gives_logits_per_readout(heavy):
-    model = CoLT5SequenceClassifier(256, 10, max_seq_len=64, num_readout=5, absolute_positions=False,
+@pytest.mark.parametrize("positions", ["start", "end", "none"])
+def test_classifier_with_readouts_gives_logits_per_readout(heavy, positions):
+    model = CoLT5SequenceClassifier(256, 10, max_seq_len=64, num_readout=5, positions=positions,
                                     light_position="relative", heavy=heavy, **TINY)
     assert model(torch.randint(0, 256, (2, 64))).shape == (2, 5, 10)
-    assert model.pos_emb is None
+    assert (model.pos_emb is None) == (positions == "none")
+
+
+def test_positions_from_the_end_give_the_last_token_the_same_embedding_at_every_length():
+    model = CoLT5SequenceClassifier(256, 10, max_seq_len=64, num_readout=5, positions="end", **TINY)
+    seen = []
+    model.encoder.register_forward_pre_hook(lambda mod, args: seen.append(args[0][0, -1]))
+    ids = torch.randint(0, 256, (1, 64))
+    model(ids)
+    model(ids[:, -40:])
+    torch.testing.assert_close(seen[0], seen[1])
 
 
 class LengthRecorder(L.Callback):

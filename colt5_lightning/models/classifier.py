@@ -5,8 +5,9 @@ Used for ListOps-style tasks, where sequences are padded and `mask` marks the re
 
 With num_readout = r > 0 the head classifies each of the last r positions instead of the mean
 (logits (b, r, num_classes)): passkey retrieval reads each key digit at its own placeholder.
-absolute_positions=False drops the learned position table, for models that get positions from
-the light attention (light_position) and must run at lengths they were not trained at.
+positions picks the learned position table: "start" indexes it from the first token, "end" from
+the last (the readout positions then keep their embeddings whatever the input length, as a
+length curriculum needs), "none" drops it (positions come from light_position only).
 """
 from __future__ import annotations
 
@@ -39,14 +40,15 @@ class CoLT5SequenceClassifier(nn.Module):
                  light_ff_mult: float = 0.5, heavy_ff_mult: float = 4.0, num_routed_kv: int = 1,
                  router_straight_through: bool = False, router_type: str = "coor_descent",
                  router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs", heavy: bool = True, light_position: str = "none", dense: bool = False,
-                 num_readout: int = 0, absolute_positions: bool = True):
+                 num_readout: int = 0, positions: str = "start"):
         super().__init__()
         self.vocab_size = _checks.positive_int("vocab_size", vocab_size)
         self.num_classes = _checks.positive_int("num_classes", num_classes)
         self.max_seq_len = _checks.positive_int("max_seq_len", max_seq_len)
         self.num_readout = _checks.non_negative_int("num_readout", num_readout)
         self.tok_emb = nn.Embedding(vocab_size, dim)
-        self.pos_emb = nn.Parameter(torch.zeros(max_seq_len, dim)) if absolute_positions else None
+        self.positions = _checks.one_of("positions", positions, ("start", "end", "none"))
+        self.pos_emb = nn.Parameter(torch.zeros(max_seq_len, dim)) if positions != "none" else None
         self.encoder = CoLT5Encoder(dim, depth, **routing_args(locals()), causal=False, dense=dense, light_position=light_position)
         self.head = nn.Linear(dim, num_classes)
         nn.init.normal_(self.tok_emb.weight, std=0.02)
@@ -62,8 +64,10 @@ class CoLT5SequenceClassifier(nn.Module):
         if n > self.max_seq_len:
             raise ValueError(f"input length {n} exceeds max_seq_len {self.max_seq_len}")
         x = self.tok_emb(input_ids)
-        if self.pos_emb is not None:
+        if self.positions == "start":
             x = x + self.pos_emb[:n]
+        elif self.positions == "end":
+            x = x + self.pos_emb[:n].flip(0)  # row 0 is the last token
         x = self.encoder(x, mask)
         if self.num_readout:
             if n < self.num_readout:

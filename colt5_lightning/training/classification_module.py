@@ -123,13 +123,13 @@ class SequenceClassificationModule(ClassificationModule):
                  light_ff_mult: float = 0.5, heavy_ff_mult: float = 4.0, num_routed_kv: int = 1,
                  router_straight_through: bool = False, router_type: str = "coor_descent",
                  router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs", heavy: bool = True, light_position: str = "none", dense: bool = False,
-                 num_readout: int = 0, absolute_positions: bool = True,
+                 num_readout: int = 0, positions: str = "start",
                  lr: float = 1e-3, weight_decay: float = 0.05, betas: Tuple[float, float] = (0.9, 0.98),
                  warmup_steps: int = 100, max_steps: Optional[int] = None, min_lr_ratio: float = 0.01,
                  oracle_routing: bool = False):
         model = CoLT5SequenceClassifier(vocab_size, num_classes, max_seq_len, dim, depth,
                                         **routing_args(locals()), dense=dense, light_position=light_position,
-                                        num_readout=num_readout, absolute_positions=absolute_positions)
+                                        num_readout=num_readout, positions=positions)
         super().__init__(model, num_classes, lr=lr, weight_decay=weight_decay, betas=betas,
                          warmup_steps=warmup_steps, max_steps=max_steps, min_lr_ratio=min_lr_ratio,
                          oracle_routing=oracle_routing)
