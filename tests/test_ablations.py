@@ -41,10 +41,11 @@ def test_light_only_block_is_the_light_branches_of_the_routed_block(causal):
 
 @pytest.mark.parametrize("heavy", [True, False])
 @pytest.mark.parametrize("position", ["none", "rotary", "relative"])
-def test_language_model_stays_causal_for_every_light_position(heavy, position):
+@pytest.mark.parametrize("absolute", [True, False])
+def test_language_model_stays_causal_for_every_light_position(heavy, position, absolute):
     torch.manual_seed(0)
     model = CoLT5LanguageModel(vocab_size=32, max_seq_len=N, dim=DIM, depth=2, heavy=heavy,
-                               light_position=position, **SIZES).eval()
+                               light_position=position, absolute_positions=absolute, **SIZES).eval()
     ids = torch.randint(0, 32, (1, N))
     changed = ids.clone()
     changed[:, 20:] = (changed[:, 20:] + 1) % 32
