@@ -146,3 +146,15 @@ def test_curriculum_lengths_beyond_seq_len_end_at_seq_len():
                         callbacks=[curriculum])
     trainer.fit(module, datamodule=data)
     assert curriculum.lengths == [110, 128, 160] and data.train_len == 160
+
+
+def test_curriculum_skips_lengths_below_the_data_start_len():
+    torch.set_num_threads(1)
+    data = PasskeyReadoutDataModule(seq_len=160, start_len=128, batch_size=2, val_samples=2)
+    module = SequenceClassificationModule(256, 10, max_seq_len=160, num_readout=5, warmup_steps=1, **TINY)
+    recorder = LengthRecorder()
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        callbacks=[LengthCurriculum([110, 128, 160]), recorder])
+    trainer.fit(module, datamodule=data)
+    assert recorder.lengths == [128, 128]

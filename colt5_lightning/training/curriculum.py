@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 class LengthCurriculum(pl.Callback):
     """Moves the DataModule's `train_len` through `lengths` (ascending; lengths beyond the data's
-    seq_len are replaced by seq_len, with a message) whenever the mean of `metric` over the last `window` training steps reaches
+    seq_len are replaced by seq_len, with a message; those below its start_len are skipped) whenever the mean of `metric` over the last `window` training steps reaches
     `threshold`. Logs train/length every step; the state (stage and recent values) is saved
     in checkpoints, so a resumed run continues at the same length."""
 
@@ -49,6 +49,8 @@ class LengthCurriculum(pl.Callback):
                            f"using {kept}")
             self.lengths = kept
             self.stage = min(self.stage, len(kept) - 1)
+        while self.stage + 1 < len(self.lengths) and self.lengths[self.stage] < data.start_len:
+            self.stage += 1  # lengths below the data's start_len are skipped
         data.train_len = self.lengths[self.stage]
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
