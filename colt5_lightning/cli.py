@@ -198,13 +198,19 @@ def plot_routing_cmd(args: List[str]) -> None:
     except (OSError, KeyError, RuntimeError, EOFError) as ex:
         parser.error(f"cannot read a Lightning checkpoint at {opts.ckpt_path}: {ex}")
     readout = int(hparams.get("num_readout") or 0)
+    if not readout and "sample_prompt" not in hparams:
+        parser.error(f"{opts.ckpt_path} is neither a passkey-readout classifier nor a language model checkpoint")
     cls = SequenceClassificationModule if readout else LanguageModelModule
     module = cls.load_from_checkpoint(opts.ckpt_path, map_location="cpu")
     seq_len = opts.seq_len or module.model.max_seq_len
-    ids, needle = passkey_example(seq_len, readout=bool(readout), index=opts.index)
+    key_digits = readout or 5
+    ids, needle = passkey_example(seq_len, readout=bool(readout), key_digits=key_digits, index=opts.index)
     weights = routing_by_position(module.model, ids)
-    plot_routing(weights, needle, opts.out, readout=readout or 5,
-                 title=f"routing weight by position, {seq_len} bytes, needle at {needle[0]}")
+    try:
+        plot_routing(weights, needle, opts.out, readout=key_digits,
+                     title=f"routing weight by position, {seq_len} bytes, needle at {needle[0]}")
+    except ValueError as ex:  # e.g. a light-only or dense checkpoint: nothing is routed
+        parser.error(str(ex))
     print(f"wrote {opts.out}")
 
 

@@ -270,7 +270,7 @@ def test_forced_routing_routes_the_marked_tokens_at_full_weight_and_then_lets_go
     wrapper = torch.nn.Sequential(router)
     n = 48
     forced = torch.zeros(2, n, dtype=torch.bool)
-    forced[:, [20, 21, 22, 40]] = True  # after the first segment, which a causal router never routes
+    forced[:, [2, 20, 21, 22, 40, 47]] = True  # segment 0 too: forced tokens bypass the causal rules
     x = torch.randn(2, n, DIM)
     with forced_routing(wrapper, forced):
         routing = router(x, num_tokens=12)

@@ -148,6 +148,10 @@ class CausalRouter(nn.Module):
 
         m = self.num_slots(num_tokens, n)
         capacity = running_capacity(n, reference, m, math.ceil(self.burst * m), x.device)
+        forced = None
+        if self.forced is not None:  # routing by hand: exactly the forced tokens (first m), at weight 1
+            forced = valid & self.forced.to(x.device).unsqueeze(1)
+            eligible, capacity = forced, torch.full_like(capacity, m)
         routed = first_come_within(eligible, capacity)
         slot = routed.long().cumsum(-1) - 1
         position = torch.arange(n, device=x.device).expand(b, r, n)
@@ -157,6 +161,8 @@ class CausalRouter(nn.Module):
 
         weights_all = torch.exp(torch.clamp(scores + torch.nan_to_num(a, neginf=-1e30), max=0.0) / self.eps)
         weights_all = torch.where(valid & torch.isfinite(a), weights_all, 0.0)
+        if forced is not None:
+            weights_all = torch.where(forced, 1.0, weights_all)
         weights = weights_all.gather(-1, indices)
         if self.straight_through:
             weights = weights + (1.0 - weights).detach()

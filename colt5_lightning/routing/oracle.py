@@ -1,7 +1,8 @@
 """Routing by hand: a diagnostic that tells a heavy-branch failure from a router failure.
 
 Inside `forced_routing(model, mask)` every router of the model routes the positions where mask
-(b, n) is True ahead of all others, at weight 1. If a task is learned with the right tokens
+(b, n) is True ahead of all others, at weight 1 (a causal router routes exactly those, up to
+its slot count, also in its first segment and beyond its running capacity). If a task is learned with the right tokens
 forced (a pass key's digits and its readout) but not without, the routers are what fails.
 """
 from __future__ import annotations

@@ -77,7 +77,7 @@ class LanguageModelModule(pl.LightningModule):
         targets = batch["targets"]
         loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
         scored = targets != -100
-        exact = ((logits.argmax(-1) == targets) | ~scored).all(-1).float()
+        exact = (((logits.argmax(-1) == targets) | ~scored).all(-1) & scored.any(-1)).float()
         return loss, scored.sum(), exact
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
