@@ -16,11 +16,12 @@ from typing import List, Optional
 
 import lightning.pytorch as pl
 from jsonargparse import Namespace
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from .training import RouterMonitor
+from .training.checkpoint import LastCheckpoint
 
 # What a DataModule knows that the model must agree with: data attribute -> model init args.
 DATA_TO_MODEL = {
@@ -38,7 +39,7 @@ class CoLT5CLI(LightningCLI):
     monitor, and the model's data-dependent sizes filled in from the DataModule."""
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(LastCheckpoint, "checkpoint")
         # last.ckpt every 100 steps and on an exception, not only when training ends: with
         # save_top_k 0 ModelCheckpoint saves nothing until then (a killed run lost everything)
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0,

@@ -138,7 +138,7 @@ def test_config_parses_and_builds(name, tmp_path, monkeypatch):
     assert isinstance(result.datamodule, pl.LightningDataModule)
     assert isinstance(result.trainer, pl.Trainer)
     names = {type(c).__name__ for c in result.trainer.callbacks}
-    assert {"ModelCheckpoint", "RouterMonitor"} <= names
+    assert {"LastCheckpoint", "RouterMonitor"} <= names
 
 
 @pytest.mark.parametrize("preset", ["gpu_bf16", "ddp"])

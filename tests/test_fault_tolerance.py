@@ -53,3 +53,11 @@ def test_sigkill_mid_run_leaves_a_checkpoint_the_rerun_continues_from(tmp_path):
                             "--ckpt_path", "last"], cwd=tmp_path, env=env, capture_output=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
     assert saved_step(ckpt / "last.ckpt") == step + 3
+
+
+def test_last_checkpoint_holds_the_final_step_when_it_is_not_a_multiple_of_the_save_interval(tmp_path):
+    from colt5_lightning.cli import cli
+    ckpt = tmp_path / "ckpt"
+    result = cli([a for a in RUN[3:]] + ["--trainer.max_steps", "7", "--checkpoint.dirpath", str(ckpt)])
+    assert result.trainer.global_step == 7
+    assert saved_step(ckpt / "last.ckpt") == 7
