@@ -5,6 +5,7 @@ surfaces as an opaque failure deep inside torch.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Union
 
 import torch
@@ -65,6 +66,16 @@ def token_count(name: str, value) -> Union[int, Tensor]:
             raise ValueError(f"{name} must be non-negative, got {value.tolist()}")
         return value
     return positive_int(name, value)
+
+
+def budget(name: str, value) -> Union[float, Tensor]:
+    """A soft top-k budget: a positive real number (Σ weights = k need not be a whole count), or
+    a per-sample integer tensor of shape (batch,)."""
+    if isinstance(value, Tensor):
+        return token_count(name, value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number or a (batch,) tensor of counts, got {value!r}")
+    return value
 
 
 def features(name: str, x, dim: int, *, rank: int = 3, layout: str = "(batch, seq, dim)") -> None:

@@ -43,8 +43,8 @@ def build(name, router_type, **kw):
 
 
 def query_routers(module):
-    """The causal (query / feed-forward) routers of a module."""
-    return [m for m in module.modules() if type(m).__name__ == "CausalRouter"]
+    """The causal query and feed-forward routers of a module (key/value routers may route segment 0)."""
+    return [m for m in module.modules() if type(m).__name__ == "CausalRouter" and not m.route_first_segment]
 
 
 def assert_no_leak(module, x, t, mask=None):

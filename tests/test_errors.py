@@ -242,8 +242,10 @@ def test_causal_modules_take_int_counts_only():
 def test_solver_input_checks_name_the_argument(solver):
     with pytest.raises(TypeError, match="s must be a floating-point tensor"):
         solver(torch.ones(2, 8, dtype=torch.long), k=2)
-    with pytest.raises(ValueError, match="k must be a positive int"):
+    with pytest.raises(ValueError, match="k must be a positive finite number"):
         solver(torch.randn(2, 8), k=0)
+    with pytest.raises(ValueError, match="k must be a positive finite number"):
+        solver(torch.randn(2, 8), k=float("nan"))
     with pytest.raises(ValueError, match=r"mask must have shape \(2, 8\)"):
         solver(torch.randn(2, 8), k=2, mask=torch.ones(2, 7, dtype=torch.bool))
     with pytest.raises(ValueError, match="k as a tensor"):

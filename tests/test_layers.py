@@ -79,7 +79,10 @@ def capture_routings(router, with_mask=False):
 @pytest.mark.parametrize("router_type", ROUTER_TYPES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_output_shape_and_gradients_reach_every_parameter(kind, router_type, training):
-    module = build(kind, router_type).train(training)
+    # A causal router's routing token learns from the tokens it over-fetches (weight below 1): at
+    # 64 tokens the default 9/8 band holds about one token, so here it is widened to 2.
+    kw = dict(router_kwargs={"over_fetch": 2.0}) if kind in CAUSAL_KINDS else {}
+    module = build(kind, router_type, **kw).train(training)
     args = inputs(kind)
     out = module(*args)
     assert out.shape == args[0].shape and out.dtype == torch.float32

@@ -162,8 +162,15 @@ def test_scatter_adds_weighted_values_at_the_routed_positions():
 SEG = 8
 
 
-def causal_router(training=False, straight_through=False):
-    return CausalRouter(DIM, segment_size=SEG, straight_through=straight_through).train(training)
+def causal_router(training=False, straight_through=False, **kw):
+    return CausalRouter(DIM, segment_size=SEG, straight_through=straight_through, **kw).train(training)
+
+
+def filler_and_direction(router, b, n):
+    """Inputs whose scores are 0 along the router's routing token, and that token's unit direction."""
+    direction = router.routing_tokens.detach()[0] / router.routing_tokens.detach()[0].norm()
+    x = torch.randn(b, n, DIM)
+    return x - (x @ direction).unsqueeze(-1) * direction, direction
 
 
 @pytest.mark.parametrize("training", [False, True])
@@ -184,13 +191,47 @@ def test_causal_router_routes_a_burst_of_important_tokens_all_at_once():
     though a fixed per-segment share (⌈k·L/n⌉ = 2 here) would admit only two of them."""
     router = causal_router()
     n, k = 48, 12
-    direction = router.routing_tokens.detach()[0] / router.routing_tokens.detach()[0].norm()
-    x = torch.randn(2, n, DIM)
-    x -= (x @ direction).unsqueeze(-1) * direction  # filler scores 0: none of it beats its segment's threshold
+    x, direction = filler_and_direction(router, 2, n)  # filler scores 0: none of it beats its window's threshold
     burst = torch.arange(26, 32)  # inside one segment, after two filler segments
     x[:, burst] += 5 * direction
     routed = routed_positions(router(x, num_tokens=k), n)[:, 0]
     assert (routed[:, burst] == 1).all()
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_causal_router_routes_a_burst_at_the_end_of_a_long_sequence(training):
+    """The reserve for bursts is not used up by ordinary tokens earlier on: the threshold admits
+    them at the capacity's steady rate. A decoder's answer positions come last."""
+    router = causal_router(training)
+    n, k = 1024, 32
+    x = torch.randn(4, n, DIM)
+    direction = router.routing_tokens.detach()[0] / router.routing_tokens.detach()[0].norm()
+    burst = torch.arange(1000, 1006)
+    x[:, burst] += 8 * direction
+    routed = routed_positions(router(x, num_tokens=k), n)[:, 0]
+    assert (routed[:, burst] == 1).all()
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_causal_router_admits_ordinary_tokens_at_about_the_steady_rate(training):
+    router = causal_router(training)
+    n, k = 1024, 32
+    routing = router(torch.randn(8, n, DIM), num_tokens=k)
+    m = router.num_slots(k, n)
+    steady = m - math.ceil(router.burst * m)
+    per_row = routing.routed_mask[:, 0].sum(-1).float()
+    assert 0.5 * steady <= per_row.mean() <= steady + 0.5 * (m - steady)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_a_key_value_router_routes_the_first_segment_by_its_own_threshold(training):
+    n, k = 48, 12
+    query_router, kv_router = causal_router(training), causal_router(training, route_first_segment=True)
+    kv_router.load_state_dict(query_router.state_dict())
+    x, direction = filler_and_direction(kv_router, 2, n)
+    x[:, 3] += 5 * direction
+    assert (routed_positions(kv_router(x, num_tokens=k), n)[:, 0, 3] == 1).all()
+    assert (routed_positions(query_router(x, num_tokens=k), n)[:, 0, :SEG] == 0).all()
 
 
 @given(eligible=st.lists(st.booleans(), min_size=1, max_size=40), slots=st.integers(1, 12),

@@ -251,6 +251,15 @@ def test_weights_lie_in_unit_interval_sum_to_k_and_ignore_masked(seed, n, k_frac
         assert ((w > 0).sum(-1) <= expected).all()
 
 
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(2, 200), k=st.floats(0.05, 1.0))
+def test_coordinate_descent_meets_a_fractional_budget(seed, n, k):
+    s = row_scores(seed, 2, n, 1.0)
+    budget = k * n
+    w = coor_descent(s, k=budget, n_iters=20, eps=0.03)
+    torch.testing.assert_close(w.sum(-1), torch.full((2,), budget), rtol=1e-3, atol=1e-4)
+
+
 @pytest.mark.parametrize("solver", sorted(SOLVERS))
 def test_per_sample_k_is_honoured_row_by_row(solver):
     s = torch.randn(4, 30)

@@ -44,7 +44,7 @@ class RoutedAttentionBase(nn.Module):
                       router_kwargs=router_kwargs)
         self.q_router = make_router(dim, causal_segment=causal_segment, max_seq_len=max_seq_len, **common)
         self.kv_router = make_router(dim, num_routing_tokens=num_routed_kv, causal_segment=causal_segment,
-                                     max_seq_len=max_seq_len, **common)
+                                     max_seq_len=max_seq_len, key_values=True, **common)
 
     def _counts(self, q, kv):
         return (count("num_heavy_tokens_q", q, self.num_heavy_tokens_q),

@@ -3,7 +3,9 @@
 No output at position t depends on an input after t, including through which tokens are
 routed: queries and key/values are both routed by CausalRouter (a threshold from earlier
 segments, a running capacity over the sequence), and a routed query sees only routed keys at
-or before its own position. The light branch covers its own and the previous block, causally.
+or before its own position. Key/values of the first segment are routed by that segment's own
+threshold, so they are shown only to queries of later segments (queries of the first segment
+are never routed: they have no earlier segment to be judged by). The light branch covers its own and the previous block, causally.
 """
 from __future__ import annotations
 
@@ -46,7 +48,10 @@ class ConditionalRoutedAutoregressiveAttention(RoutedAttentionBase):
         q_routing = self.q_router(x, num_tokens=k_q, mask=mask)
         kv_routing = self.kv_router(x, num_tokens=k_kv, mask=mask)
         q_position = q_routing.indices[:, 0]  # (b, m_q)
-        visible = kv_routing.indices.unsqueeze(1) <= q_position.view(*q_position.shape, 1, 1)  # (b, m_q, r, m_kv)
+        kv_position = kv_routing.indices.unsqueeze(1)  # (b, 1, r, m_kv)
+        q_position = q_position.view(*q_position.shape, 1, 1)  # (b, m_q, 1, 1)
+        first = self.segment_size
+        visible = (kv_position <= q_position) & ((kv_position >= first) | (q_position >= first))
         heavy = self.heavy(q_routing.tokens[:, 0], kv_routing.tokens, kv_routing.weights,
                            kv_routing.routed_mask, attn_mask=visible)
         return Router.scatter(q_routing, heavy.unsqueeze(1), out)

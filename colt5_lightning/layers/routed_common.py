@@ -12,7 +12,9 @@ from ..routing.causal import CausalRouter
 
 def make_router(dim: int, *, router_type: str, straight_through: bool, router_kwargs: Optional[dict],
                 num_routing_tokens: int = 1, causal_segment: Optional[int] = None,
-                max_seq_len: Optional[int] = None) -> nn.Module:
+                max_seq_len: Optional[int] = None, key_values: bool = False) -> nn.Module:
+    """A Router, or a CausalRouter when causal_segment is given. key_values: the router picks
+    key/values, which may be routed in the first segment (the caller shows them only to later ones)."""
     _checks.one_of("router_type", router_type, ROUTER_TYPES)
     if router_kwargs is not None and not isinstance(router_kwargs, dict):
         raise TypeError(f"router_kwargs must be a dict, got {type(router_kwargs).__name__}")
@@ -20,7 +22,7 @@ def make_router(dim: int, *, router_type: str, straight_through: bool, router_kw
     if causal_segment is not None:
         return CausalRouter(dim, segment_size=causal_segment, reference_len=max_seq_len,
                             num_routing_tokens=num_routing_tokens, straight_through=straight_through,
-                            router_type=router_type, **kwargs)
+                            router_type=router_type, route_first_segment=key_values, **kwargs)
     return Router(dim, num_routing_tokens=num_routing_tokens, router_type=router_type,
                   straight_through=straight_through, **kwargs)
 

@@ -3,17 +3,21 @@
 A global top-k looks at the whole sequence, so in a decoder it leaks the future (colt5-attention's
 autoregressive attention does). Here each token is routed by two causal rules:
 
-- a threshold: the sequence is cut into segments of `segment_size`; for each segment the
-  coordinate-descent dual a of the soft top-k with the segment's share of the budget
-  (⌈k·L/n⌉ tokens) is solved. Token t of segment j is eligible when s_t + a ≥ 0, with a the
-  most lenient dual of the `history` segments before j. Taking the most lenient keeps a burst
-  of important tokens (a pass key's digits) from raising the bar for the rest of that burst.
-  Segment 0 has no past and routes nothing. The weight is min(1, exp((s_t + a) / ε)).
+- a threshold: the sequence is cut into segments of `segment_size` L. For every window of
+  H consecutive segments the coordinate-descent dual a of the soft top-k is solved with the
+  window's share of the steady rate, c = (m − B)/n per valid token of the window; H is
+  `history`, or more where a full window needs it for c ≥ 2. Token t
+  of segment j is eligible when s_t + a ≥ 0, with a the more lenient of the windows that end
+  at segments j − 1 and j − 2. Of two such windows one holds none of a burst of at most L
+  adjacent important tokens (a pass key's digits), so the burst does not raise its own bar.
+  Segment 0 has no past and routes nothing, except for routers built with
+  `route_first_segment` (key/values): there segment 0 is judged by its own dual, and the
+  caller must show those tokens only to later segments. The weight is min(1, exp((s_t + a)/ε)).
 - a running capacity over the whole sequence: among positions ≤ t at most
   min(m, ⌈(m − B)·(t + 1)/n⌉ + B) tokens are routed, for m = ⌈k·over_fetch⌉ slots and a burst
-  of B = ⌈burst·m⌉. Eligible tokens are taken first come, first served. The budget thus
-  concentrates where the eligible tokens are (up to B of them at once) instead of allowing a
-  fixed count per segment, while later positions always keep their share.
+  reserve of B = ⌈burst·m⌉. Eligible tokens are taken first come, first served. Since the
+  threshold admits tokens at the capacity's steady rate, the reserve stays for bursts, wherever
+  in the sequence they come, instead of being used up by the first half of it.
 
 n is a fixed reference length (a model's max_seq_len) when given, so a prefix routes exactly
 as it does inside a longer sequence. Routed slots are in position order.
@@ -30,16 +34,7 @@ from torch import Tensor, nn
 from .. import _checks
 from .gather import gather_tokens
 from .router import Routing, adjust_scores
-from .soft_topk import coor_descent_dual, eps_schedule
-
-
-def per_segment(num_tokens: int, seq_len: int, segment_size: int) -> int:
-    """A budget of k tokens for a seq_len-long sequence spread over segments: ⌈k·L/n⌉, within [1, L].
-
-    Callers pass a fixed reference length (a model's max_seq_len), not the input's length, so a
-    prefix routes exactly as it does inside a longer sequence.
-    """
-    return max(1, min(segment_size, math.ceil(num_tokens * segment_size / max(seq_len, 1))))
+from .soft_topk import dual_per_row, eps_schedule
 
 
 def to_segments(t: Tensor, segment_size: int, *, seq_dim: int = -1, fill=0.0) -> Tensor:
@@ -52,11 +47,23 @@ def to_segments(t: Tensor, segment_size: int, *, seq_dim: int = -1, fill=0.0) ->
     return F.pad(t, pad, value=fill).unflatten(seq_dim, (segments, segment_size))
 
 
-def most_lenient_before(dual: Tensor, history: int) -> Tensor:
-    """dual (..., S) -> (..., S): entry j is the max of entries j-history .. j-1 (-inf for j = 0)."""
-    S = dual.shape[-1]
-    padded = F.pad(dual, (history, 0), value=float("-inf"))
-    return padded.unfold(-1, history, 1)[..., :S, :].amax(-1)
+def windows_before(segments: Tensor, history: int, fill) -> Tensor:
+    """segments (..., S, L) -> (..., S, history·L): row j holds segments j-history .. j-1 in order,
+    `fill` standing in for segments before the start."""
+    padded = F.pad(segments, (0, 0, history, 0), value=fill)
+    windows = padded.unfold(-2, history, 1)[..., :-1, :, :]  # (..., S, L, history)
+    return windows.transpose(-1, -2).flatten(-2)
+
+
+def judging_window(slots: int, burst: int, reference_len: int, segment_size: int, history: int) -> tuple:
+    """(segments, rate): how many segments a threshold is solved over, and the share of a
+    window's tokens it may route, the running capacity's steady rate. The window grows past
+    `history` segments until a full one may route at least 2 tokens (never past the reference
+    length): a budget below 1 would leave no token of the window itself eligible, and
+    eligibility would no longer track the rate."""
+    rate = max(slots - burst, 1) / reference_len
+    segments = max(history, math.ceil(2.0 / (rate * segment_size)))
+    return min(segments, max(history, -(-reference_len // segment_size))), rate
 
 
 def running_capacity(seq_len: int, reference_len: int, slots: int, burst: int, device) -> Tensor:
@@ -89,7 +96,8 @@ class CausalRouter(nn.Module):
                  over_fetch: float = 9 / 8, n_iters: int = 20, eps: float = 0.03,
                  eps_init: Optional[float] = 4.0, eps_decay: float = 0.7, method: str = "exact",
                  fused: Optional[bool] = None, history: int = 4, burst: float = 0.5,
-                 score_noise: float = 0.0, router_type: str = "coor_descent"):
+                 score_noise: float = 0.0, route_first_segment: bool = False,
+                 router_type: str = "coor_descent"):
         super().__init__()
         self.dim = _checks.positive_int("dim", dim)
         self.segment_size = _checks.positive_int("segment_size", segment_size)
@@ -105,16 +113,22 @@ class CausalRouter(nn.Module):
             raise ValueError(f"burst must be a fraction of the routed slots in [0, 1], got {burst}")
         self.burst = float(burst)
         self.score_noise = _checks.non_negative_number("score_noise", score_noise)
+        self.route_first_segment = bool(route_first_segment)
         self.forced: Optional[Tensor] = None  # (b, n) bool: positions routed by hand (see routing.oracle)
         self.solver = dict(n_iters=_checks.positive_int("n_iters", n_iters), eps=_checks.positive_number("eps", eps),
                            eps_init=eps_init, eps_decay=eps_decay, method=method, fused=fused)
         self.eps = eps_schedule(n_iters, eps, eps_init, eps_decay)[-1] if method == "iterative" else eps
         self.routing_tokens = nn.Parameter(torch.randn(num_routing_tokens, dim) * dim ** -0.5)
 
-    def num_slots(self, num_tokens: int, seq_len: int) -> int:
+    def num_slots(self, num_tokens: int, seq_len: int, training: Optional[bool] = None) -> int:
         """Slots per routing token: ⌈k·over_fetch⌉ while training, k in eval, at most the reference length."""
-        fetch = self.over_fetch if self.training else 1.0
+        fetch = self.over_fetch if (self.training if training is None else training) else 1.0
         return max(1, min(self.reference_len or seq_len, math.ceil(num_tokens * fetch)))
+
+    def steady_budget(self, num_tokens: int, seq_len: int) -> float:
+        """The weight a sequence of seq_len tokens carries in eval at the steady rate, (k − B)·seq_len/n."""
+        k = self.num_slots(num_tokens, seq_len, training=False)
+        return (k - math.ceil(self.burst * k)) * seq_len / (self.reference_len or seq_len)
 
     def forward(self, x: Tensor, *, num_tokens: int, mask: Optional[Tensor] = None) -> Routing:
         _checks.features("x", x, self.dim)
@@ -132,21 +146,26 @@ class CausalRouter(nn.Module):
         valid = (torch.ones(b, n, dtype=torch.bool, device=x.device) if mask is None else mask)
         valid = valid.unsqueeze(1).expand(b, r, n)
 
-        k = per_segment(num_tokens, reference, L)
-        fetched = min(L, math.ceil(k * (self.over_fetch if self.training else 1.0)))
         seg_scores, seg_valid = to_segments(scores.detach(), L), to_segments(valid, L, fill=False)
-        S = seg_scores.shape[-2]
 
-        def threshold(count: int) -> Tensor:  # (b, r, n): the dual each token is judged by
-            dual = coor_descent_dual(seg_scores, k=count, mask=seg_valid, **self.solver)[..., 0]
-            before = most_lenient_before(dual, self.history)  # (b, r, S)
-            return before.unsqueeze(-1).expand(b, r, S, L).reshape(b, r, S * L)[..., :n]
+        def threshold(slots: int) -> Tensor:  # (b, r, n): the dual each token is judged by
+            segments, rate = judging_window(slots, math.ceil(self.burst * slots), reference, L, self.history)
+            windows = windows_before(seg_scores, segments, 0.0)
+            window_valid = windows_before(seg_valid, segments, False)
+            budget = rate * window_valid.sum(-1, keepdim=True)  # windows cut by the start route less
+            if self.route_first_segment:  # segment 0 is judged by itself, with a full window's budget
+                windows[..., 0, :L], window_valid[..., 0, :L] = seg_scores[..., 0, :], seg_valid[..., 0, :]
+                budget[..., 0, :] = rate * segments * L
+            dual = dual_per_row(windows, budget, window_valid, **self.solver)[..., 0]  # (b, r, S)
+            before = torch.maximum(dual, F.pad(dual[..., :-1], (1, 0), value=float("-inf")))
+            return before.unsqueeze(-1).expand(*before.shape, L).flatten(-2)[..., :n]
 
+        k = self.num_slots(num_tokens, n, training=False)
+        m = self.num_slots(num_tokens, n)
         a = threshold(k)
-        a_fetch = a if fetched == k else threshold(fetched)
+        a_fetch = a if m == k else threshold(m)
         eligible = valid & (scores.detach() + a_fetch >= 0)
 
-        m = self.num_slots(num_tokens, n)
         capacity = running_capacity(n, reference, m, math.ceil(self.burst * m), x.device)
         forced = None
         if self.forced is not None:  # routing by hand: exactly the forced tokens (first m), at weight 1

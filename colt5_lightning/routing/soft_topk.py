@@ -1,8 +1,8 @@
 """Soft top-k solvers: scores (..., n) -> weights in [0, 1], all O(n) memory.
 
 Every solver runs in float32 whatever the autocast dtype, takes an optional boolean mask
-(False = padding: weight 0, never selected) and k as an int or a per-sample tensor of
-shape (batch,), broadcast over the remaining leading dims.
+(False = padding: weight 0, never selected) and k as a positive number (a fractional budget
+is fine: Σ weights = k) or a per-sample integer tensor of shape (batch,), broadcast over the remaining leading dims.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from torch import Tensor
 
 from .. import _checks
 
-K = Union[int, Tensor]
+K = Union[int, float, Tensor]
 
-__all__ = ["coor_descent", "coor_descent_dual", "sinkhorn_topk", "cum_softmax_topk", "eps_schedule"]
+__all__ = ["coor_descent", "coor_descent_dual", "dual_per_row", "sinkhorn_topk", "cum_softmax_topk", "eps_schedule"]
 
 
 def _prepare(s: Tensor, k: K, mask: Optional[Tensor]):
@@ -28,7 +28,7 @@ def _prepare(s: Tensor, k: K, mask: Optional[Tensor]):
     s = s.float()
     valid = torch.ones_like(s, dtype=torch.bool) if mask is None else _checks.mask_for("mask", mask, s.shape, "s")
     n_valid = valid.sum(-1, keepdim=True).float()
-    k = _checks.token_count("k", k)
+    k = _checks.budget("k", k)
     if isinstance(k, Tensor):
         if s.ndim < 2 or k.shape[0] != s.shape[0]:
             raise ValueError(f"k as a tensor must have shape ({s.shape[0] if s.ndim > 1 else '?'},) "
@@ -130,13 +130,22 @@ def coor_descent_dual(s: Tensor, *, k: K, n_iters: int = 20, eps: float = 0.03,
 
     Exposed for routing that must be causal: a computed on earlier tokens thresholds later ones.
     """
-    schedule = _schedule_for(method, n_iters, eps, eps_init, eps_decay)
     s, valid, kk = _prepare(s, k, mask)
+    return dual_per_row(s, kk, valid, n_iters=n_iters, eps=eps, eps_init=eps_init, eps_decay=eps_decay,
+                        method=method, fused=fused)
+
+
+def dual_per_row(s: Tensor, k: Tensor, valid: Tensor, *, n_iters: int, eps: float, eps_init: Optional[float],
+                 eps_decay: float, method: str, fused: Optional[bool]) -> Tensor:
+    """coor_descent_dual for float32 s (..., n), a bool mask and a real budget per row, k
+    broadcastable to (..., 1) (not checked: for callers that computed it)."""
+    schedule = _schedule_for(method, n_iters, eps, eps_init, eps_decay)
+    k = torch.minimum(k, valid.sum(-1, keepdim=True).float())
     with torch.no_grad():
-        a = _solve_dual(s, torch.log(kk.clamp_min(1e-30)).expand(*s.shape[:-1], 1), valid, schedule,
+        a = _solve_dual(s, torch.log(k.clamp_min(1e-30)).expand(*s.shape[:-1], 1), valid, schedule,
                         method, fused)
     # a row with nothing to route (no valid token, or k = 0) gets a = -inf: no token passes it
-    empty = (valid.sum(-1, keepdim=True) == 0) | (kk <= 0)
+    empty = (valid.sum(-1, keepdim=True) == 0) | (k <= 0)
     return torch.where(empty, float("-inf"), a)
 
 

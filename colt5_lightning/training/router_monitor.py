@@ -18,9 +18,9 @@ Per router, over the valid (unmasked) tokens of the batch:
                   tokens, per row, averaged over rows that have both. >= 0 for a global top-k;
                   for causal routers (a threshold per segment) it can be negative.
 - sum_residual:   |Σ all_weights − k| / k per row, k clamped to the number of valid tokens: how
-                  far the soft top-k is from its budget. For a causal router it is per segment
-                  (segment 0, which routes nothing, left out) against the per-segment budget, so
-                  it measures how well one segment's threshold carries over to the next.
+                  far the soft top-k is from its budget. For a causal router k is the budget of
+                  its thresholds (CausalRouter.steady_budget), so it measures how well thresholds
+                  judged on earlier windows carry over to later tokens.
 - pad_frac:       routed slots that point at padding / routed slots. Must be 0.
 - kv_overlap (q routers only): |queries selected ∩ key/values selected| / |queries selected|.
 
@@ -43,7 +43,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
 from ..routing import Router, Routing
-from ..routing.causal import CausalRouter, per_segment, to_segments
+from ..routing.causal import CausalRouter
 
 STATS = ("frac_routed", "weight_entropy", "weight_mean", "weight_std", "topk_margin", "sum_residual",
          "pad_frac")
@@ -60,14 +60,7 @@ def _mean_where(values: Tensor, ok: Tensor) -> Tensor:
     return torch.where(ok, values, 0.0).sum() / ok.sum().clamp_min(1)
 
 
-def _sum_residual(all_weights: Tensor, valid: Tensor, k, segment_size: Optional[int],
-                  reference_len: Optional[int] = None) -> Tensor:
-    b, r, n = all_weights.shape
-    if segment_size is not None:  # causal: rows are segments 1.., each with the per-segment budget
-        L = segment_size
-        all_weights = to_segments(all_weights, L)[:, :, 1:].reshape(b, -1, L)
-        valid = to_segments(valid, L, fill=False)[:, :, 1:].reshape(b, -1, L)
-        k = per_segment(int(k), reference_len or n, L)
+def _sum_residual(all_weights: Tensor, valid: Tensor, k) -> Tensor:
     k = torch.as_tensor(k, dtype=torch.float32, device=all_weights.device).reshape(-1, 1)  # (1|b, 1)
     k_eff = torch.minimum(k, valid.sum(-1).float())
     total = (all_weights * valid).sum(-1)
@@ -76,10 +69,11 @@ def _sum_residual(all_weights: Tensor, valid: Tensor, k, segment_size: Optional[
 
 @torch.no_grad()
 def routing_statistics(routing: Routing, mask: Optional[Tensor] = None,
-                       segment_size: Optional[int] = None, reference_len: Optional[int] = None) -> Dict[str, Tensor]:
+                       budget: Optional[float] = None) -> Dict[str, Tensor]:
     """The statistics listed in the module docstring, as 0-d float tensors (no host sync).
 
-    mask (b, n) marks the valid tokens of the router's input; segment_size is a CausalRouter's.
+    mask (b, n) marks the valid tokens of the router's input; budget replaces routing.num_tokens
+    as the weight sum sum_residual expects (a CausalRouter's steady_budget).
     """
     scores = routing.scores.float()
     b, r, n = scores.shape
@@ -107,8 +101,8 @@ def routing_statistics(routing: Routing, mask: Optional[Tensor] = None,
         "weight_mean": w_mean,
         "weight_std": w_var.sqrt(),
         "topk_margin": _mean_where(lowest_selected - best_unselected, has_both),
-        "sum_residual": _sum_residual(routing.all_weights.float(), valid, routing.num_tokens, segment_size,
-                                     reference_len),
+        "sum_residual": _sum_residual(routing.all_weights.float(), valid,
+                                      routing.num_tokens if budget is None else budget),
         "pad_frac": padded.sum() / n_routed.clamp_min(1),
     }
 
@@ -181,11 +175,11 @@ class RouterMonitor(pl.Callback):
         if not (self._collect or self._histogram):
             return
         x = args[0] if args else kwargs["x"]
-        causal = isinstance(module, CausalRouter)
-        segment, reference_len = (module.segment_size, module.reference_len) if causal else (None, None)
+        budget = (module.steady_budget(output.num_tokens, x.shape[1])
+                  if isinstance(module, CausalRouter) else None)
         with torch.no_grad():
             if self._collect:
-                self._stats[key] = routing_statistics(output, kwargs.get("mask"), segment, reference_len)
+                self._stats[key] = routing_statistics(output, kwargs.get("mask"), budget)
                 self._selected[key] = selected_positions(output, x.shape[1])
             if self._histogram:
                 positions = output.indices[output.routed_mask].float() / x.shape[1]
