@@ -68,6 +68,10 @@ def token_count(name: str, value) -> Union[int, Tensor]:
     return positive_int(name, value)
 
 
+class NonFiniteError(ValueError):
+    """A value that must be finite (a loss, a gradient, routing scores) holds NaN or an infinity."""
+
+
 def budget(name: str, value) -> Union[float, Tensor]:
     """A soft top-k budget: a positive real number (Σ weights = k need not be a whole count), or
     a per-sample integer tensor of shape (batch,)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import signal
 import sys
 from typing import List, Optional
 
@@ -19,9 +20,9 @@ from jsonargparse import Namespace
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from .training import RouterMonitor
-from .training.checkpoint import LastCheckpoint
+from .training import LastCheckpoint, NonFiniteGuard, RouterMonitor
 
 # What a DataModule knows that the model must agree with: data attribute -> model init args.
 DATA_TO_MODEL = {
@@ -41,10 +42,14 @@ class CoLT5CLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(LastCheckpoint, "checkpoint")
         # last.ckpt every 100 steps and on an exception, not only when training ends: with
-        # save_top_k 0 ModelCheckpoint saves nothing until then (a killed run lost everything)
+        # save_top_k 0 ModelCheckpoint saves nothing until then (a killed run lost everything);
+        # no version counter: a rerun overwrites last.ckpt (atomically) instead of writing last-v1.ckpt
+        # beside a stale last.ckpt that `colt5 sample` and `--ckpt_path last` would then read
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0,
-                             "checkpoint.every_n_train_steps": 100, "checkpoint.save_on_exception": True})
+                             "checkpoint.every_n_train_steps": 100, "checkpoint.save_on_exception": True,
+                             "checkpoint.enable_version_counter": False})
         parser.add_lightning_class_args(RouterMonitor, "router_monitor")
+        parser.add_lightning_class_args(NonFiniteGuard, "nonfinite_guard")
 
     def parse_arguments(self, parser, args) -> None:
         # Sizes that come from the data may have no default in the model (SequenceClassificationModule's
@@ -219,12 +224,21 @@ COMMANDS = {"sample": sample, "plot": plot, "plot-routing": plot_routing_cmd}
 
 
 def main(args: Optional[List[str]] = None) -> None:
-    """Console entry point; returns None so that `sys.exit(main())` exits 0 on success."""
+    """Console entry point; returns None so that `sys.exit(main())` exits 0 on success.
+
+    A run stopped by SIGTERM (a scheduler's preemption) exits 143 = 128 + SIGTERM, after its
+    checkpoint is saved, so the scheduler does not record it as a success. Under SLURM with
+    requeueing, Lightning requeues it instead.
+    """
     argv = sys.argv[1:] if args is None else list(args)
     if argv and argv[0] in COMMANDS:
         COMMANDS[argv[0]](argv[1:])
-    else:
+        return
+    try:
         cli(args)
+    except SIGTERMException:
+        print("colt5: stopped by SIGTERM; resume with the same command plus --ckpt_path last", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
 
 
 if __name__ == "__main__":

@@ -61,3 +61,103 @@ def test_last_checkpoint_holds_the_final_step_when_it_is_not_a_multiple_of_the_s
     result = cli([a for a in RUN[3:]] + ["--trainer.max_steps", "7", "--checkpoint.dirpath", str(ckpt)])
     assert result.trainer.global_step == 7
     assert saved_step(ckpt / "last.ckpt") == 7
+
+
+def run_until_checkpoint(tmp_path, ckpt: Path, min_step: int):
+    """Starts a real training process and returns it once last.ckpt holds step >= min_step."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLT5_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen([*RUN, "--trainer.max_steps", "100000", "--checkpoint.dirpath", str(ckpt)],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while step_so_far(ckpt / "last.ckpt") < min_step:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"no checkpoint at step {min_step}: " + proc.stderr.read().decode()[-2000:])
+        time.sleep(0.2)
+    return proc, env
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, 1)],
+                         ids=["SIGTERM", "SIGINT"])
+def test_a_signalled_run_saves_its_step_exits_non_zero_and_resumes(tmp_path, sig, code):
+    ckpt = tmp_path / "ckpt"
+    proc, env = run_until_checkpoint(tmp_path, ckpt, 10)
+    periodic = saved_step(ckpt / "last.ckpt")
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code, stderr.decode()[-2000:]
+    step = saved_step(ckpt / "last.ckpt")
+    assert step >= periodic  # saved when the signal was handled, not only at the last multiple of 5
+    assert sorted(p.name for p in ckpt.iterdir()) == ["last.ckpt"]
+    rerun = subprocess.run([*RUN, "--trainer.max_steps", str(step + 2), "--checkpoint.dirpath", str(ckpt),
+                            "--ckpt_path", "last"], cwd=tmp_path, env=env, capture_output=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
+    assert saved_step(ckpt / "last.ckpt") == step + 2
+
+
+def test_an_unwritable_checkpoint_folder_fails_before_the_first_step(tmp_path, monkeypatch):
+    from colt5_lightning.cli import cli
+    from colt5_lightning.training import CheckpointDirError, LanguageModelModule
+    steps = []
+    original = LanguageModelModule.training_step
+    monkeypatch.setattr(LanguageModelModule, "training_step",
+                        lambda self, *a, **k: steps.append(1) or original(self, *a, **k))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(CheckpointDirError, match="checkpoint.dirpath .*a_file/ckpt"):
+        cli(RUN[3:] + ["--trainer.max_steps", "3", "--checkpoint.dirpath", str(blocker / "ckpt")])
+    assert steps == []
+
+
+def test_a_rerun_overwrites_last_ckpt_instead_of_writing_a_versioned_copy(tmp_path):
+    from colt5_lightning.cli import cli
+    ckpt = tmp_path / "ckpt"
+    cli(RUN[3:] + ["--trainer.max_steps", "3", "--checkpoint.dirpath", str(ckpt)])
+    cli(RUN[3:] + ["--trainer.max_steps", "4", "--checkpoint.dirpath", str(ckpt)])
+    assert sorted(p.name for p in ckpt.iterdir()) == ["last.ckpt"]
+    assert saved_step(ckpt / "last.ckpt") == 4
+
+
+def test_a_save_that_dies_mid_write_leaves_the_previous_checkpoint_whole(tmp_path):
+    from colt5_lightning.cli import cli
+    ckpt = tmp_path / "ckpt"
+    result = cli(RUN[3:] + ["--trainer.max_steps", "3", "--checkpoint.dirpath", str(ckpt)])
+    trainer = result.trainer
+    callback = trainer.checkpoint_callback
+
+    def dies_half_way(filepath, weights_only=False):
+        with open(filepath, "wb") as f:
+            f.write((ckpt / "last.ckpt").read_bytes()[:1000])
+        raise OSError("disk full")
+
+    trainer.save_checkpoint = dies_half_way
+    with pytest.raises(OSError, match="disk full"):
+        callback._save_checkpoint(trainer, str(ckpt / "last.ckpt"))
+    assert saved_step(ckpt / "last.ckpt") == 3
+
+
+def test_a_diverging_run_stops_at_once_naming_the_router_and_keeps_the_last_good_checkpoint(tmp_path):
+    from colt5_lightning.cli import cli
+    from colt5_lightning.training import NonFiniteError
+    ckpt = tmp_path / "ckpt"
+    diverge = ["--model.init_args.lr", "1e4", "--model.init_args.warmup_steps", "0",
+               "--trainer.gradient_clip_val", "null", "--checkpoint.every_n_train_steps", "1"]
+    with pytest.raises(NonFiniteError, match=r"router at training step \d+: .*NaN"):
+        cli(RUN[3:] + ["--trainer.max_steps", "50", "--checkpoint.dirpath", str(ckpt)] + diverge)
+    state = torch.load(ckpt / "last.ckpt", map_location="cpu", weights_only=False)
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+
+
+def test_a_nan_loss_is_an_error_naming_the_step(tmp_path, monkeypatch):
+    from colt5_lightning.cli import cli
+    from colt5_lightning.training import LanguageModelModule, NonFiniteError
+    original = LanguageModelModule.training_step
+
+    def nan_at_step_4(self, batch, batch_idx):
+        loss = original(self, batch, batch_idx)
+        return loss * float("nan") if self.global_step == 4 else loss
+
+    monkeypatch.setattr(LanguageModelModule, "training_step", nan_at_step_4)
+    with pytest.raises(NonFiniteError, match="non-finite gradient at step 4|training loss is nan at step 4"):
+        cli(RUN[3:] + ["--trainer.max_steps", "20", "--checkpoint.dirpath", str(tmp_path / "ckpt")])

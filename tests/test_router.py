@@ -325,3 +325,10 @@ def test_forced_routing_mask_must_be_batch_by_seq_bool():
     with pytest.raises(ValueError, match="bool"):
         with forced_routing(Router(DIM), torch.zeros(2, 4)):
             pass
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_a_per_sample_count_beyond_int64_range_after_over_fetch_routes_every_token(router_type, training):
+    router = Router(DIM, router_type=router_type).train(training)
+    routing = router(torch.randn(2, 32, DIM), num_tokens=torch.tensor([2**63 - 1, 3]))
+    assert routing.routed_mask[0, 0].sum() == 32

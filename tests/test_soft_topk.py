@@ -316,3 +316,59 @@ def test_gradients_are_finite_with_masks(solver):
     mask[2] = False  # a fully padded row
     (SOLVERS[solver](s, 6, mask) * torch.randn(3, 40)).sum().backward()
     assert torch.isfinite(s.grad).all()
+
+
+# ---------------------------------------------------------------- invariants (every solver)
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(2, 200), k_frac=st.floats(0.05, 1.0),
+       offset=st.sampled_from([-1e6, -100.0, 3.0, 1e4, 1e6]), solver=st.sampled_from(sorted(SOLVERS)))
+def test_weights_do_not_change_when_a_constant_is_added_to_a_row(seed, n, k_frac, offset, solver):
+    s = row_scores(seed, 2, n, 1.0)
+    k = max(1, round(k_frac * n))
+    base = SOLVERS[solver](s, k)
+    # the shifted scores must be representable: compare against the float32-rounded shift
+    shifted = SOLVERS[solver]((s.double() + offset).float(), k)
+    exact = SOLVERS[solver](((s.double() + offset).float().double() - offset).float(), k)
+    torch.testing.assert_close(shifted, exact, atol=1e-4, rtol=0)
+    if abs(offset) <= 100:
+        torch.testing.assert_close(shifted, base, atol=1e-4, rtol=0)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(2, 100), k_frac=st.floats(0.05, 1.0),
+       masked=st.booleans(), solver=st.sampled_from(sorted(SOLVERS)))
+def test_permuting_the_scores_permutes_the_weights(seed, n, k_frac, masked, solver):
+    s = row_scores(seed, 2, n, 1.0)
+    k = max(1, round(k_frac * n))
+    mask = (torch.rand(2, n, generator=torch.Generator().manual_seed(seed + 1)) > 0.3) if masked else None
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 2))
+    w = SOLVERS[solver](s, k, mask)
+    w_perm = SOLVERS[solver](s[:, perm], k, None if mask is None else mask[:, perm])
+    torch.testing.assert_close(w_perm, w[:, perm], atol=1e-5, rtol=0)
+
+
+def test_coordinate_descent_meets_its_budget_far_from_zero():
+    """At +1e8 float32 rounds all 64 scores to one value: a tie, so each gets k/n."""
+    for offset in (1e6, 1e8):
+        w = coor_descent(torch.randn(2, 64) + offset, k=8, n_iters=20, eps=0.03)
+        torch.testing.assert_close(w.sum(-1), torch.full((2,), 8.0), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("solver", sorted(SOLVERS))
+def test_non_finite_scores_are_an_error(solver, bad):
+    s = torch.randn(2, 16)
+    s[1, 3] = bad
+    with pytest.raises(ValueError, match="NaN or \\+inf"):
+        SOLVERS[solver](s, 4)
+
+
+@pytest.mark.parametrize("solver", sorted(SOLVERS))
+def test_non_finite_scores_under_the_mask_are_ignored(solver):
+    s = torch.randn(2, 16)
+    s[1, 3] = float("nan")
+    mask = torch.ones(2, 16, dtype=torch.bool)
+    mask[1, 3] = False
+    w = SOLVERS[solver](s, 4, mask)
+    assert torch.isfinite(w).all() and w[1, 3] == 0

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from .. import _checks
 from .gather import gather_tokens
-from .router import Routing, adjust_scores
+from .router import Routing, adjust_scores, named_errors
 from .soft_topk import dual_per_row, eps_schedule
 
 
@@ -114,6 +114,7 @@ class CausalRouter(nn.Module):
         self.burst = float(burst)
         self.score_noise = _checks.non_negative_number("score_noise", score_noise)
         self.route_first_segment = bool(route_first_segment)
+        self.label = "causal router"  # its module path once a NonFiniteGuard has named it
         self.forced: Optional[Tensor] = None  # (b, n) bool: positions routed by hand (see routing.oracle)
         self.solver = dict(n_iters=_checks.positive_int("n_iters", n_iters), eps=_checks.positive_number("eps", eps),
                            eps_init=eps_init, eps_decay=eps_decay, method=method, fused=fused)
@@ -141,8 +142,9 @@ class CausalRouter(nn.Module):
         L, r = self.segment_size, self.num_routing_tokens
         reference = self.reference_len or n
         with torch.autocast(device_type=x.device.type, enabled=False):
-            scores = F.linear(x.float(), self.routing_tokens.float()).transpose(1, 2)  # (b, r, n)
-        scores = adjust_scores(scores, self.score_noise if self.training else 0.0, self.forced)
+            clean = F.linear(x.float(), self.routing_tokens.float()).transpose(1, 2)  # (b, r, n)
+        noise = self.score_noise if self.training else 0.0
+        scores = adjust_scores(clean, noise, self.forced)
         valid = (torch.ones(b, n, dtype=torch.bool, device=x.device) if mask is None else mask)
         valid = valid.unsqueeze(1).expand(b, r, n)
 
@@ -162,8 +164,9 @@ class CausalRouter(nn.Module):
 
         k = self.num_slots(num_tokens, n, training=False)
         m = self.num_slots(num_tokens, n)
-        a = threshold(k)
-        a_fetch = a if m == k else threshold(m)
+        with named_errors(self.label):
+            a = threshold(k)
+            a_fetch = a if m == k else threshold(m)
         eligible = valid & (scores.detach() + a_fetch >= 0)
 
         capacity = running_capacity(n, reference, m, math.ceil(self.burst * m), x.device)

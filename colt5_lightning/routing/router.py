@@ -6,6 +6,8 @@ to models that are not monitored.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -48,6 +50,15 @@ def adjust_scores(scores: Tensor, noise: float, forced: Optional[Tensor]) -> Ten
     return scores
 
 
+@contextmanager
+def named_errors(label: str):
+    """Prefixes a NonFiniteError raised inside with the router's label."""
+    try:
+        yield
+    except _checks.NonFiniteError as ex:
+        raise _checks.NonFiniteError(f"{label}: {ex}") from None
+
+
 class Router(nn.Module):
     """Scores x (b, n, d) with `num_routing_tokens` learned vectors and keeps the top tokens.
 
@@ -81,6 +92,7 @@ class Router(nn.Module):
         self.fused = fused
         self.score_noise = _checks.non_negative_number("score_noise", score_noise)
         self.forced: Optional[Tensor] = None  # (b, n) bool: positions routed by hand (see routing.oracle)
+        self.label = "router"  # its module path once a NonFiniteGuard has named it, for error messages
         self.routing_tokens = nn.Parameter(torch.randn(num_routing_tokens, dim) * dim ** -0.5)
 
     def extra_repr(self) -> str:
@@ -114,8 +126,9 @@ class Router(nn.Module):
         scores = self.score(x)
         valid = None if mask is None else mask.unsqueeze(1).expand(b, r, n)
         k_rows = k.to(x.device).repeat_interleave(r) if isinstance(k, Tensor) else k
-        all_weights = self.soft_topk(scores.reshape(b * r, n), k_rows,
-                                     None if valid is None else valid.reshape(b * r, n)).view(b, r, n)
+        with named_errors(self.label):
+            all_weights = self.soft_topk(scores.reshape(b * r, n), k_rows,
+                                         None if valid is None else valid.reshape(b * r, n)).view(b, r, n)
 
         selected = ideal_num_selected(k, self.over_fetch if self.training else 1.0)
         if isinstance(selected, Tensor):

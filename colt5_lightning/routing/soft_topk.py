@@ -20,7 +20,12 @@ __all__ = ["coor_descent", "coor_descent_dual", "dual_per_row", "sinkhorn_topk",
 
 
 def _prepare(s: Tensor, k: K, mask: Optional[Tensor]):
-    """float32 scores, a validity mask and k clamped to [0, n_valid], all broadcastable."""
+    """float32 scores shifted so that each row's largest valid score is 0, a validity mask, k
+    clamped to [0, n_valid] and the shift, all broadcastable.
+
+    Every solver's weights are invariant to a constant added to a row; solving on shifted scores
+    makes that hold in float32 too (at +1e6 the unshifted exponentials lose the scores' spread).
+    """
     if not isinstance(s, Tensor) or not s.dtype.is_floating_point:
         raise TypeError("s must be a floating-point tensor of scores (..., n)")
     if s.ndim < 1 or s.shape[-1] == 0:
@@ -37,7 +42,19 @@ def _prepare(s: Tensor, k: K, mask: Optional[Tensor]):
     else:
         k = torch.full((1,) * s.ndim, float(k), device=s.device)
     k = torch.minimum(k, n_valid)
-    return s, valid, k
+    s, shift = _shifted(s, valid)
+    return s, valid, k, shift
+
+
+def _shifted(s: Tensor, valid: Tensor):
+    """(s − shift, shift) with shift (..., 1) each row's largest valid score (0 for empty rows);
+    a ValueError for NaN or +inf scores at valid positions."""
+    if not torch.compiler.is_compiling() and bool(((torch.isnan(s) | (s == float("inf"))) & valid).any()):
+        raise _checks.NonFiniteError("s (the routing scores) holds NaN or +inf at unmasked positions: the router's input "
+                         "or its routing tokens are not finite (has training diverged?)")
+    shift = torch.where(valid, s, float("-inf")).amax(-1, keepdim=True).detach()
+    shift = torch.where(torch.isfinite(shift), shift, 0.0)
+    return s - shift, shift
 
 
 def eps_schedule(n_iters: int, eps: float, eps_init: Optional[float], eps_decay: float) -> tuple:
@@ -130,15 +147,16 @@ def coor_descent_dual(s: Tensor, *, k: K, n_iters: int = 20, eps: float = 0.03,
 
     Exposed for routing that must be causal: a computed on earlier tokens thresholds later ones.
     """
-    s, valid, kk = _prepare(s, k, mask)
+    s, valid, kk, shift = _prepare(s, k, mask)
     return dual_per_row(s, kk, valid, n_iters=n_iters, eps=eps, eps_init=eps_init, eps_decay=eps_decay,
-                        method=method, fused=fused)
+                        method=method, fused=fused) - shift  # -inf for rows with nothing to route
 
 
 def dual_per_row(s: Tensor, k: Tensor, valid: Tensor, *, n_iters: int, eps: float, eps_init: Optional[float],
                  eps_decay: float, method: str, fused: Optional[bool]) -> Tensor:
     """coor_descent_dual for float32 s (..., n), a bool mask and a real budget per row, k
     broadcastable to (..., 1) (not checked: for callers that computed it)."""
+    s, shift = _shifted(s, valid)
     schedule = _schedule_for(method, n_iters, eps, eps_init, eps_decay)
     k = torch.minimum(k, valid.sum(-1, keepdim=True).float())
     with torch.no_grad():
@@ -146,7 +164,7 @@ def dual_per_row(s: Tensor, k: Tensor, valid: Tensor, *, n_iters: int, eps: floa
                         method, fused)
     # a row with nothing to route (no valid token, or k = 0) gets a = -inf: no token passes it
     empty = (valid.sum(-1, keepdim=True) == 0) | (k <= 0)
-    return torch.where(empty, float("-inf"), a)
+    return torch.where(empty, float("-inf"), a - shift)
 
 
 class _CoorDescent(torch.autograd.Function):
@@ -193,7 +211,7 @@ def coor_descent(s: Tensor, *, k: K, n_iters: int, eps: float, eps_init: Optiona
     compiles the solver on CUDA and runs it eagerly elsewhere.
     """
     schedule = _schedule_for(method, n_iters, eps, eps_init, eps_decay)
-    s, valid, k = _prepare(s, k, mask)
+    s, valid, k, _ = _prepare(s, k, mask)
     return _CoorDescent.apply(s, k, valid, schedule, _checks.one_of("method", method, METHODS), fused)
 
 
@@ -207,7 +225,7 @@ def sinkhorn_topk(s: Tensor, *, k: K, n_iters: int = 30, eps: float = 0.05,
     """
     _checks.positive_int("n_iters", n_iters)
     _checks.positive_number("eps", eps)
-    s, valid, k = _prepare(s, k, mask)
+    s, valid, k, _ = _prepare(s, k, mask)
     n_valid = valid.sum(-1, keepdim=True).float().clamp_min(1.0)
     lo = torch.where(valid, s, float("inf")).amin(-1, keepdim=True).detach()
     hi = torch.where(valid, s, float("-inf")).amax(-1, keepdim=True).detach()
@@ -238,7 +256,7 @@ def sinkhorn_topk(s: Tensor, *, k: K, n_iters: int = 30, eps: float = 0.05,
 def cum_softmax_topk(s: Tensor, *, k: K, mask: Optional[Tensor] = None) -> Tensor:
     """Cumulative softmax over scores sorted high to low: λ_j = exp(s_j) / Σ_{i≤j} exp(s_i),
     kept for the k highest, 0 elsewhere. Weights lie in [0, 1] (the top token gets 1)."""
-    s, valid, k = _prepare(s, k, mask)
+    s, valid, k, _ = _prepare(s, k, mask)
     masked = torch.where(valid, s, float("-inf"))
     sorted_s, order = masked.sort(dim=-1, descending=True)
     safe = torch.where(torch.isfinite(sorted_s), sorted_s, 0.0)
@@ -253,6 +271,6 @@ def cum_softmax_topk(s: Tensor, *, k: K, mask: Optional[Tensor] = None) -> Tenso
 
 def ideal_num_selected(k: K, over_fetch: float) -> K:
     """How many tokens carry weight: ⌈k·over_fetch⌉ (the paper's 9/8 during training)."""
-    if isinstance(k, Tensor):
-        return torch.ceil(k.float() * over_fetch).long()
+    if isinstance(k, Tensor):  # in float64, clamped: a huge per-sample k must not overflow to negative
+        return torch.ceil(k.double() * over_fetch).clamp_max(2 ** 62).long()
     return int(math.ceil(k * over_fetch))

@@ -1,12 +1,16 @@
-"""Training: LightningModules, the optimizer schedule and the RouterMonitor callback."""
+"""Training: LightningModules, the optimizer schedule and the callbacks (router metrics, checkpoints,
+non-finite guard, length curriculum)."""
 from .classification_module import ClassificationModule, ImageClassificationModule, SequenceClassificationModule
+from .checkpoint import CheckpointDirError, LastCheckpoint
 from .curriculum import LengthCurriculum
+from .guards import NonFiniteError, NonFiniteGuard
 from .lm_module import LanguageModelModule
 from .optim import configure_adamw, param_groups, warmup_cosine
 from .router_monitor import RouterMonitor, routing_statistics
 from .strategies import BlockFSDPStrategy
 
-__all__ = ["BlockFSDPStrategy", "ClassificationModule", "ImageClassificationModule", "LanguageModelModule", "LengthCurriculum",
+__all__ = ["BlockFSDPStrategy", "CheckpointDirError", "ClassificationModule", "ImageClassificationModule",
+           "LanguageModelModule", "LastCheckpoint", "LengthCurriculum", "NonFiniteError", "NonFiniteGuard",
            "RouterMonitor",
            "SequenceClassificationModule", "configure_adamw", "param_groups", "routing_statistics",
            "warmup_cosine"]

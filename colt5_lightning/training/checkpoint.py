@@ -1,15 +1,62 @@
-"""LastCheckpoint: ModelCheckpoint whose last.ckpt is always the state training ended in."""
+"""LastCheckpoint: ModelCheckpoint whose last.ckpt is always the newest good state of the run.
+
+On top of Lightning's ModelCheckpoint it
+- checks at setup, before step 1, that the checkpoint folder can be written;
+- writes every checkpoint atomically (a `.partial` file in the same folder, then a rename), so
+  a process killed mid-save leaves the previous checkpoint whole;
+- rewrites last.ckpt at the end of training when the last periodic save is older than the
+  final step (Lightning skips it: a run stopped by max_time ended 77 steps behind);
+- saves on SIGTERM, SIGINT and other exceptions, but never over the last good checkpoint when
+  training stopped because its loss or weights went non-finite.
+"""
 from __future__ import annotations
 
+import os
+import shutil
+import uuid
+
 import lightning.pytorch as pl
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
+
+from .._checks import NonFiniteError
+
+
+class CheckpointDirError(OSError):
+    """The checkpoint folder cannot be created or written."""
 
 
 class LastCheckpoint(ModelCheckpoint):
-    """Lightning's ModelCheckpoint writes last.ckpt at the end of training only if it never
-    wrote one before; with periodic saves (every_n_train_steps) a run stopped by max_time or
-    early stopping would end with a last.ckpt up to N steps old. This one writes it again when
-    the last save is older than the final step."""
+    """ModelCheckpoint with the guarantees listed in the module docstring."""
+
+    PARTIAL_SUFFIX = ".partial"
+
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit" and trainer.is_global_zero and _is_local_file_protocol(str(self.dirpath)):
+            check_writable(str(self.dirpath))
+
+    def _save_checkpoint(self, trainer: "pl.Trainer", filepath: str) -> None:
+        if not _is_local_file_protocol(str(filepath)):
+            return super()._save_checkpoint(trainer, filepath)
+        partial = f"{filepath}{self.PARTIAL_SUFFIX}"
+        super()._save_checkpoint(trainer, partial)
+        if trainer.is_global_zero:
+            if os.path.isdir(partial) and os.path.isdir(filepath):  # a sharded checkpoint is a folder
+                shutil.rmtree(filepath)
+            os.replace(partial, filepath)
+        trainer.strategy.barrier("LastCheckpoint.rename")
+        self._last_checkpoint_saved = filepath
+
+    def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
+        if isinstance(exception, (NonFiniteError, CheckpointDirError)):
+            return  # the weights are not worth saving, or there is nowhere to save them
+        if self.save_top_k != 0 or not self.save_last:
+            return super().on_exception(trainer, pl_module, exception)
+        if self._should_save_on_exception(trainer):  # only last.ckpt: no step-named file beside it
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            rank_zero_info(f"{type(exception).__name__} at step {trainer.global_step}: saved {self.last_model_path}")
 
     def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if self.save_last and self._last_global_step_saved != trainer.global_step:
@@ -17,3 +64,16 @@ class LastCheckpoint(ModelCheckpoint):
             self._last_global_step_saved = trainer.global_step
         else:
             super().on_train_end(trainer, pl_module)
+
+
+def check_writable(dirpath: str) -> None:
+    """Creates dirpath and writes a probe file in it, or raises CheckpointDirError naming it."""
+    probe = os.path.join(dirpath, f".write-test-{uuid.uuid4().hex}")
+    try:
+        os.makedirs(dirpath, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"ok")
+        os.remove(probe)
+    except OSError as ex:
+        raise CheckpointDirError(f"checkpoint.dirpath {dirpath!r} cannot be written ({ex.strerror or ex}); "
+                                 "pass a writable folder with --checkpoint.dirpath") from ex
