@@ -100,13 +100,14 @@ def test_curriculum_moves_to_the_next_length_when_the_metric_reaches_the_thresho
 
 def test_curriculum_state_round_trips():
     curriculum = LengthCurriculum([100, 128], window=3)
-    curriculum.load_state_dict({"stage": 1, "recent": [0.5, 0.7]})
-    assert curriculum.state_dict() == {"stage": 1, "recent": [0.5, 0.7]}
+    curriculum.load_state_dict({"stage": 1, "recent": [0.5, 0.7], "final_since": 12})
+    assert curriculum.state_dict() == {"stage": 1, "recent": [0.5, 0.7], "final_since": 12}
 
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(lengths=[]), "lengths"), (dict(lengths=[256, 128]), "ascending"),
     (dict(lengths=[128], threshold=0), "threshold"), (dict(lengths=[128], window=0), "window"),
+    (dict(lengths=[128], anneal_steps=-1), "anneal_steps"), (dict(lengths=[128], anneal_to=2.0), "anneal_to"),
 ])
 def test_bad_curriculum_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -158,3 +159,33 @@ def test_curriculum_skips_lengths_below_the_data_start_len():
                         callbacks=[LengthCurriculum([110, 128, 160]), recorder])
     trainer.fit(module, datamodule=data)
     assert recorder.lengths == [128, 128]
+
+
+class LearningRateRecorder(L.Callback):
+    """The rate each optimizer step uses (runs after the curriculum's hook)."""
+
+    def __init__(self):
+        self.rates = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.rates.append(optimizer.param_groups[0]["lr"])
+
+
+def test_curriculum_anneals_the_learning_rate_from_the_step_it_reaches_the_last_length():
+    """Steps 0-1 at 110, 2-3 at 128, 160 from step 4 on: the rate used falls from there on, by a
+    half cosine over 4 steps to 0.1 of the schedule's constant rate, and stays."""
+    torch.set_num_threads(1)
+    data = PasskeyReadoutDataModule(seq_len=160, start_len=110, batch_size=2, val_samples=2)
+    module = SequenceClassificationModule(256, 10, max_seq_len=160, num_readout=5, warmup_steps=0,
+                                          min_lr_ratio=1.0, lr=1e-3, **TINY)
+    curriculum = LengthCurriculum([110, 128, 160], metric="train/loss", threshold=0.01, window=2,
+                                  anneal_steps=4, anneal_to=0.1)
+    used = LearningRateRecorder()
+    trainer = L.Trainer(max_steps=10, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        callbacks=[curriculum, used])
+    trainer.fit(module, datamodule=data)
+    factors = [curriculum.lr_factor(step) for step in range(10)]
+    assert factors[:5] == [1.0] * 5 and factors[8:] == pytest.approx([0.1, 0.1])
+    assert all(a > b for a, b in zip(factors[4:8], factors[5:9]))
+    assert used.rates == pytest.approx([1e-3 * f for f in factors])  # scaled, never compounded

@@ -7,6 +7,7 @@ as the length grows.
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Sequence
 
@@ -18,10 +19,16 @@ class LengthCurriculum(pl.Callback):
     """Moves the DataModule's `train_len` through `lengths` (ascending; lengths beyond the data's
     seq_len are replaced by seq_len, with a message; those below its start_len are skipped) whenever the mean of `metric` over the last `window` training steps reaches
     `threshold`. Logs train/length every step; the state (stage and recent values) is saved
-    in checkpoints, so a resumed run continues at the same length."""
+    in checkpoints, so a resumed run continues at the same length.
+
+    `anneal_steps` > 0 lowers the learning rate once the last length is reached: the optimizer's
+    rate (whatever its own schedule gives) is multiplied by a factor that follows a half cosine
+    from 1 down to `anneal_to` over that many steps, then stays there. A curriculum does not know
+    in advance when it will reach its last length, so a schedule fixed in steps cannot do this.
+    """
 
     def __init__(self, lengths: Sequence[int], metric: str = "train/exact_acc", threshold: float = 0.9,
-                 window: int = 50):
+                 window: int = 50, anneal_steps: int = 0, anneal_to: float = 0.1):
         super().__init__()
         lengths = [int(x) for x in lengths]
         if not lengths or any(x <= 0 for x in lengths) or sorted(lengths) != lengths:
@@ -30,7 +37,13 @@ class LengthCurriculum(pl.Callback):
             raise ValueError(f"threshold must lie in (0, 1], got {threshold}")
         if window <= 0:
             raise ValueError(f"window must be a positive int, got {window}")
+        if isinstance(anneal_steps, bool) or not isinstance(anneal_steps, int) or anneal_steps < 0:
+            raise ValueError(f"anneal_steps must be a non-negative int (0: no annealing), got {anneal_steps!r}")
+        if not 0 <= anneal_to <= 1:
+            raise ValueError(f"anneal_to must lie in [0, 1], got {anneal_to}")
         self.lengths, self.metric, self.threshold, self.window = lengths, metric, threshold, window
+        self.anneal_steps, self.anneal_to = anneal_steps, float(anneal_to)
+        self.final_since = None  # global step at which the last length was reached
         self.stage = 0
         self.recent: deque = deque(maxlen=window)
 
@@ -64,10 +77,28 @@ class LengthCurriculum(pl.Callback):
             self.stage += 1
             self.recent.clear()
             self._datamodule(trainer).train_len = self.lengths[self.stage]
+        if self.final_since is None and self.stage + 1 == len(self.lengths):
+            self.final_since = trainer.global_step
+
+    def lr_factor(self, step: int) -> float:
+        """The multiplier on the learning rate at global step `step`."""
+        if not self.anneal_steps or self.final_since is None:
+            return 1.0
+        progress = min(1.0, max(0, step - self.final_since) / self.anneal_steps)
+        return self.anneal_to + (1.0 - self.anneal_to) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        # the LR scheduler sets each group's rate afresh at every step, so scaling here never compounds
+        factor = self.lr_factor(trainer.global_step)
+        if factor != 1.0:
+            for group in optimizer.param_groups:
+                group["lr"] *= factor
+        pl_module.log("train/lr_factor", factor, on_step=True, on_epoch=False)
 
     def state_dict(self) -> dict:
-        return {"stage": self.stage, "recent": list(self.recent)}
+        return {"stage": self.stage, "recent": list(self.recent), "final_since": self.final_since}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.stage = int(state_dict["stage"])
         self.recent = deque(state_dict["recent"], maxlen=self.window)
+        self.final_since = state_dict.get("final_since")
