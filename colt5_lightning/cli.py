@@ -73,6 +73,19 @@ class CoLT5CLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         link_data_to_model(config)
 
+    def after_fit(self) -> None:
+        """Says where the run's checkpoint is and what to do with it, instead of ending silently."""
+        trainer = self.trainer
+        last = getattr(trainer.checkpoint_callback, "last_model_path", "") if trainer.checkpoint_callback else ""
+        if not trainer.is_global_zero or not last:
+            return
+        lines = [f"colt5: trained {trainer.global_step} steps; checkpoint: {last}",
+                 f"  resume:   the same command plus --ckpt_path last",
+                 f"  evaluate: colt5 validate --config <the same configs> --ckpt_path {last}"]
+        if "sample_prompt" in getattr(trainer.lightning_module, "hparams", {}):
+            lines.append(f"  sample:   colt5 sample --ckpt_path {last} --prompt \"def \" --length 200")
+        print("\n".join(lines))
+
     def _instantiate_trainer(self, config, callbacks):
         if config.get("enable_progress_bar") is False:  # the default RichProgressBar would be refused
             self.trainer_defaults = {k: v for k, v in self.trainer_defaults.items() if k != "callbacks"}
@@ -150,11 +163,28 @@ def sample(args: List[str]) -> str:
     opts = parser.parse_args(args)
     if opts.length <= 0:
         parser.error(f"--length must be positive, got {opts.length}")
+    if "sample_prompt" not in checkpoint_hparams(parser, opts.ckpt_path):
+        parser.error(f"{opts.ckpt_path} is not a language-model checkpoint (colt5 sample needs one from "
+                     "LanguageModelModule, e.g. recipes/language_modeling/cpu.yaml)")
     module = LanguageModelModule.load_from_checkpoint(opts.ckpt_path, map_location="cpu")
     text = module.sample(opts.prompt, opts.length, temperature=opts.temperature, top_k=opts.top_k,
                          seed=opts.seed, include_prompt=False)
     print(opts.prompt + text)
     return text
+
+
+def checkpoint_hparams(parser: argparse.ArgumentParser, path: str) -> dict:
+    """The hyper-parameters of a Lightning checkpoint, or a parser error saying why it can't be read."""
+    import os
+
+    import torch
+
+    if not os.path.isfile(path):
+        parser.error(f"no checkpoint file at {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)["hyper_parameters"]
+    except (OSError, KeyError, RuntimeError, EOFError, ValueError) as ex:  # truncated, empty, not Lightning's
+        parser.error(f"cannot read a Lightning checkpoint at {path} ({type(ex).__name__}: {ex})")
 
 
 CURVES = ("train/loss", "val/loss", "val/bpb", "train/exact_acc", "val/exact_acc", "val/acc", "train/length")
@@ -186,8 +216,6 @@ def plot(args: List[str]) -> List[str]:
 
 def plot_routing_cmd(args: List[str]) -> None:
     """colt5 plot-routing: routing weight by position on a held-out passkey example."""
-    import torch
-
     from .reporting import passkey_example, plot_routing, routing_by_position
     from .training import LanguageModelModule, SequenceClassificationModule
 
@@ -199,10 +227,7 @@ def plot_routing_cmd(args: List[str]) -> None:
     parser.add_argument("--seq_len", type=int, help="default: the model's max_seq_len")
     parser.add_argument("--index", type=int, default=0, help="which held-out sample")
     opts = parser.parse_args(args)
-    try:
-        hparams = torch.load(opts.ckpt_path, map_location="cpu", weights_only=False)["hyper_parameters"]
-    except (OSError, KeyError, RuntimeError, EOFError) as ex:
-        parser.error(f"cannot read a Lightning checkpoint at {opts.ckpt_path}: {ex}")
+    hparams = checkpoint_hparams(parser, opts.ckpt_path)
     readout = int(hparams.get("num_readout") or 0)
     if not readout and "sample_prompt" not in hparams:
         parser.error(f"{opts.ckpt_path} is neither a passkey-readout classifier nor a language model checkpoint")

@@ -244,3 +244,38 @@ def test_progress_bar_can_be_switched_off():
     recipe = "recipes/long_range/passkey.yaml"
     assert main(["fit", *RECIPES[recipe], "--trainer.accelerator", "cpu", "--trainer.fast_dev_run", "true",
                  "--trainer.enable_progress_bar", "false"]) is None
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty", "truncated", "not_lightning"])
+def test_sample_names_a_checkpoint_it_cannot_read(damage, lm_checkpoint, tmp_path, capsys):
+    path = tmp_path / "bad.ckpt"
+    if damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "truncated":
+        path.write_bytes(lm_checkpoint.read_bytes()[:2000])
+    elif damage == "not_lightning":
+        torch.save({"weights": torch.zeros(2)}, path)
+    with pytest.raises(SystemExit) as info:
+        main(["sample", "--ckpt_path", str(path)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "Traceback" not in err
+
+
+def test_sample_refuses_a_classifier_checkpoint(tmp_path, capsys):
+    ckpt_dir = tmp_path / "ckpt"
+    cli(["fit", "--config", str(REPO / "recipes/long_range/passkey_encoder.yaml"), "--data.init_args.seq_len", "128",
+         "--data.init_args.val_samples", "2", "--trainer.max_steps", "1", "--trainer.logger", "false",
+         "--trainer.enable_progress_bar", "false", "--model.init_args.dim", "32", "--model.init_args.depth", "1",
+         "--checkpoint.dirpath", str(ckpt_dir), "--trainer.limit_val_batches", "1"])
+    with pytest.raises(SystemExit):
+        main(["sample", "--ckpt_path", str(ckpt_dir / "last.ckpt")])
+    assert "not a language-model checkpoint" in capsys.readouterr().err
+
+
+def test_fit_ends_by_naming_its_checkpoint_and_the_next_commands(tmp_path, capsys):
+    ckpt_dir = tmp_path / "ckpt"
+    cli(["fit", *TINY_LM, "--trainer.max_steps", "1", "--checkpoint.dirpath", str(ckpt_dir)])
+    out = capsys.readouterr().out
+    assert f"checkpoint: {ckpt_dir / 'last.ckpt'}" in out
+    assert "--ckpt_path last" in out and f"colt5 sample --ckpt_path {ckpt_dir / 'last.ckpt'}" in out

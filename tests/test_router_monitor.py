@@ -157,11 +157,11 @@ def test_routing_statistics_on_a_known_routing():
     assert float(stats["topk_margin"]) >= 0.0
     assert float(stats["sum_residual"]) < 1e-3  # coordinate descent meets Σw = k
     assert 0.0 <= float(stats["weight_entropy"]) <= math.log(2)
-    chosen = routing.weights[routing.routed_mask]
+    chosen = routing.weights.detach()[routing.routed_mask]
     assert float(stats["weight_mean"]) == pytest.approx(float(chosen.mean()), rel=1e-5)
     assert float(stats["weight_std"]) == pytest.approx(float(chosen.std(unbiased=False)), rel=1e-4, abs=1e-6)
-    scores = routing.scores[1, 0, :10]
+    scores = routing.scores.detach()[1, 0, :10]
     top = scores.topk(5).values
     margin_row1 = float(top[3] - top[4])
-    top0 = routing.scores[0, 0].topk(5).values
+    top0 = routing.scores.detach()[0, 0].topk(5).values
     assert float(stats["topk_margin"]) == pytest.approx((margin_row1 + float(top0[3] - top0[4])) / 2, rel=1e-5)
