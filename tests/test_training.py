@@ -221,3 +221,55 @@ def test_no_weight_decay_on_norms_biases_embeddings_and_routing_tokens():
 def test_bad_optimizer_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LanguageModelModule(seq_len=32, **TINY, **kwargs)
+
+
+class FlatShard(torch.nn.Module):
+    """Stands in for an FSDP unit on CPU (FSDP itself needs an accelerator): the wrapped module
+    sits under `_fsdp_wrapped_module` and each of its parameters is a flat 1-D copy, as FSDP
+    leaves them once sharded."""
+
+    def __init__(self, module):
+        super().__init__()
+        for owner in list(module.modules()):
+            for name, p in list(owner.named_parameters(recurse=False)):
+                setattr(owner, name, torch.nn.Parameter(p.detach().flatten()))
+        self._fsdp_wrapped_module = module
+
+
+def test_decay_groups_are_decided_by_name_before_a_strategy_flattens_the_parameters():
+    module = LanguageModelModule(seq_len=32, **TINY, weight_decay=0.1, sample_length=0)
+    before = [len(g["params"]) for g in param_groups(module.model, 0.1)]
+    blocks = module.model.encoder.blocks
+    for i in range(len(blocks)):
+        blocks[i] = FlatShard(blocks[i])
+    assert all(p.ndim <= 1 for p in blocks.parameters())
+    assert [len(g["params"]) for g in param_groups(module.model, 0.1)] != before  # inspected now: wrong
+    config = configure_adamw(module.model, None, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95), warmup_steps=1,
+                             max_steps=10, min_lr_ratio=0.1, no_decay_names=module.no_decay_names)
+    assert [len(g["params"]) for g in config["optimizer"].param_groups] == before
+
+
+@pytest.mark.cuda
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fsdp_keeps_the_decay_groups_of_one_process(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    run = [sys.executable, "-m", "colt5_lightning.cli", "fit", "--config", str(repo / "configs/model/lm/tiny.yaml"),
+           "--config", str(repo / "configs/data/passkey.yaml"), "--data.init_args.seq_len", "128",
+           "--data.init_args.batch_size", "2", "--data.init_args.val_samples", "2", "--model.init_args.sample_length", "0",
+           "--trainer.enable_progress_bar", "false", "--trainer.logger", "false", "--trainer.limit_val_batches", "0",
+           "--trainer.max_steps", "2", "--trainer.callbacks+=helpers.record_groups.RecordOptimizerGroups"]
+    env = {**__import__("os").environ, "PYTHONPATH": str(repo / "tests")}
+    groups = {}
+    for name, extra in {"single": ["--trainer.accelerator", "cpu"],
+                        "fsdp": ["--trainer.accelerator", "gpu", "--trainer.devices", "1", "--trainer.strategy",
+                                 "colt5_lightning.training.BlockFSDPStrategy"]}.items():
+        out = tmp_path / name
+        subprocess.run([*run, *extra, "--trainer.callbacks.path", str(out), "--checkpoint.dirpath", str(tmp_path / name)],
+                       cwd=tmp_path, env=env, check=True, timeout=600)
+        groups[name] = json.loads(Path(f"{out}.rank0").read_text())["groups"]
+    assert groups["fsdp"] == groups["single"]

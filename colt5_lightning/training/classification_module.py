@@ -25,7 +25,7 @@ from torchmetrics.aggregation import MeanMetric
 
 from ..models.routing_args import routing_args
 from ..models import CoLT5ImageClassifier, CoLT5SequenceClassifier
-from .optim import check_optim_args, configure_adamw
+from .optim import check_optim_args, configure_adamw, no_weight_decay_names
 from .oracle import oracle_for
 
 
@@ -42,6 +42,7 @@ class ClassificationModule(pl.LightningModule):
         check_optim_args(lr=lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps,
                          max_steps=max_steps, min_lr_ratio=min_lr_ratio)
         self.model = model
+        self.no_decay_names = no_weight_decay_names(model)  # decided before any strategy wraps the model
         self.oracle_routing = bool(oracle_routing)
         self.optim_args = dict(lr=lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps,
                                max_steps=max_steps, min_lr_ratio=min_lr_ratio)
@@ -109,7 +110,7 @@ class ClassificationModule(pl.LightningModule):
         self._log_epoch("test")
 
     def configure_optimizers(self):
-        return configure_adamw(self.model, self.trainer, **self.optim_args)
+        return configure_adamw(self.model, self.trainer, **self.optim_args, no_decay_names=self.no_decay_names)
 
 
 class SequenceClassificationModule(ClassificationModule):

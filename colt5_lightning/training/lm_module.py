@@ -21,7 +21,7 @@ from torchmetrics.aggregation import MeanMetric
 
 from ..models.routing_args import routing_args
 from ..models import CoLT5LanguageModel
-from .optim import check_optim_args, configure_adamw
+from .optim import check_optim_args, configure_adamw, no_weight_decay_names
 from .oracle import oracle_for
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class LanguageModelModule(pl.LightningModule):
         self.model = CoLT5LanguageModel(vocab_size=vocab_size, max_seq_len=seq_len, dim=dim, depth=depth,
                                         **routing_args(locals()), tie_embeddings=tie_embeddings, dense=dense,
                                         light_position=light_position, absolute_positions=absolute_positions)
+        self.no_decay_names = no_weight_decay_names(self.model)  # decided before any strategy wraps the model
         self.val_loss = MeanMetric()
         self.val_exact = MeanMetric()
         self.last_sample: Optional[str] = None
@@ -137,4 +138,4 @@ class LanguageModelModule(pl.LightningModule):
         hp = self.hparams
         return configure_adamw(self.model, self.trainer, lr=hp.lr, weight_decay=hp.weight_decay, betas=hp.betas,
                                warmup_steps=hp.warmup_steps, max_steps=hp.max_steps,
-                               min_lr_ratio=hp.min_lr_ratio)
+                               min_lr_ratio=hp.min_lr_ratio, no_decay_names=self.no_decay_names)

@@ -30,13 +30,35 @@ def no_weight_decay(module: nn.Module) -> set:
     return ids
 
 
-def param_groups(module: nn.Module, weight_decay: float) -> list:
-    """Two AdamW groups: decayed weight matrices and everything else (weight_decay 0)."""
+# wrappers that insert a level into parameter names: FSDP, activation checkpointing, torch.compile
+WRAPPER_PARTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+
+
+def unwrapped_name(name: str) -> str:
+    """A parameter's name as it was before FSDP, activation checkpointing or compile wrapped it."""
+    for part in WRAPPER_PARTS:
+        name = name.replace(part, "")
+    return name
+
+
+def no_weight_decay_names(module: nn.Module) -> frozenset:
+    """The (unwrapped) names of the parameters that get no weight decay. Decide this before a
+    strategy wraps the module: FSDP flattens every parameter into a 1-D shard, after which
+    `ndim < 2` would put all of them in the no-decay group."""
     skip = no_weight_decay(module)
+    return frozenset(unwrapped_name(name) for name, p in module.named_parameters() if id(p) in skip)
+
+
+def param_groups(module: nn.Module, weight_decay: float, no_decay_names: Optional[frozenset] = None) -> list:
+    """Two AdamW groups: decayed weight matrices and everything else (weight_decay 0).
+
+    no_decay_names (from no_weight_decay_names on the unwrapped module) decides by name; without
+    it the module is inspected as it is now, which is wrong once FSDP has flattened it."""
+    names = no_weight_decay_names(module) if no_decay_names is None else no_decay_names
     decay, no_decay = [], []
-    for p in module.parameters():  # shared parameters are yielded once
+    for name, p in module.named_parameters():  # shared parameters are yielded once
         if p.requires_grad:
-            (no_decay if id(p) in skip else decay).append(p)
+            (no_decay if unwrapped_name(name) in names else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
 
@@ -72,7 +94,8 @@ def check_optim_args(*, lr: float, weight_decay: float, betas: Sequence[float], 
 
 
 def configure_adamw(module: nn.Module, trainer, *, lr: float, weight_decay: float, betas: Sequence[float],
-                    warmup_steps: int, max_steps: Optional[int], min_lr_ratio: float) -> dict:
+                    warmup_steps: int, max_steps: Optional[int], min_lr_ratio: float,
+                    no_decay_names: Optional[frozenset] = None) -> dict:
     """What a LightningModule's configure_optimizers returns: AdamW plus the per-step schedule.
 
     max_steps=None takes the schedule length from trainer.estimated_stepping_batches.
@@ -83,7 +106,7 @@ def configure_adamw(module: nn.Module, trainer, *, lr: float, weight_decay: floa
             raise ValueError("cannot derive the schedule length: set max_steps on the module, or "
                              "trainer.max_steps / trainer.max_epochs")
         max_steps = max(1, int(total))
-    optimizer = torch.optim.AdamW(param_groups(module, weight_decay), lr=lr, betas=tuple(betas))
+    optimizer = torch.optim.AdamW(param_groups(module, weight_decay, no_decay_names), lr=lr, betas=tuple(betas))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(step, warmup_steps=warmup_steps, max_steps=max_steps,
                                               min_lr_ratio=min_lr_ratio))
