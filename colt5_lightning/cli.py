@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import re
 import signal
 import sys
 from typing import List, Optional
@@ -55,7 +56,10 @@ class CoLT5CLI(LightningCLI):
         # Sizes that come from the data may have no default in the model (SequenceClassificationModule's
         # vocab_size, num_classes): fill them in from the data before the config is validated.
         parse = parser.parse_object if isinstance(args, (dict, Namespace)) else parser.parse_args
-        self.config = parse(args, _skip_validation=True)
+        try:
+            self.config = parse(args, _skip_validation=True)
+        except argparse.ArgumentError as ex:  # a value of the wrong type: one line, not the whole usage
+            fail(readable_error(ex))
         subcommand = self.config.get("subcommand")
         data_error = None
         try:
@@ -65,9 +69,18 @@ class CoLT5CLI(LightningCLI):
         try:
             parser.validate(self.config)
         except (TypeError, KeyError) as ex:
-            if data_error is not None:
-                parser.error(f"the data config could not be built: {data_error}", data_error)
-            parser.error(str(ex), ex)
+            fail(f"the data config could not be built: {data_error}" if data_error is not None
+                 else readable_error(ex))
+        if data_error is not None:
+            fail(f"the data config could not be built: {readable_error(data_error)}")
+
+    def instantiate_classes(self) -> None:
+        # a bad value (e.g. light_heads 0) is rejected by the class itself; jsonargparse would bury
+        # that one line in the Union-subtype report of every class it tried
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError) as ex:
+            fail(readable_error(ex))
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -90,6 +103,37 @@ class CoLT5CLI(LightningCLI):
         if config.get("enable_progress_bar") is False:  # the default RichProgressBar would be refused
             self.trainer_defaults = {k: v for k, v in self.trainer_defaults.items() if k != "callbacks"}
         return super()._instantiate_trainer(config, callbacks)
+
+
+def fail(message: str) -> None:
+    """Ends the command with one readable error line (exit status 2, as for a usage error)."""
+    print(f"colt5: error: {message}\n(`colt5 fit --help` lists the options)", file=sys.stderr)
+    sys.exit(2)
+
+
+def readable_error(ex: Exception) -> str:
+    """The class's own complaint out of jsonargparse's "Does not validate against any of the Union
+    subtypes" report, as one line naming the class and key; other errors unchanged."""
+    text = str(ex)
+    if "Errors:" not in text:
+        return text
+    block = text.split("Errors:", 1)[1].split("Given value type:", 1)[0]
+    items, current = [], None
+    for line in (line.strip() for line in block.splitlines()):
+        if line.startswith("- "):
+            current = [line[2:]]
+            items.append(current)
+        elif line and current is not None:
+            current.append(line)
+    reasons = []
+    for item in items:
+        if item[0].startswith("Expected a <class 'NoneType'>"):
+            continue
+        parts = [re.sub(r"^Problem with given class_path '([^']+)':$", r"\1:", part) for part in item]
+        reasons.append(" ".join(re.sub(r'^Parser key "([^"]+)":$', r"\1:", part) for part in parts))
+    owner = re.search(r"class_path='([^']+)'", text)
+    prefix = f"{owner.group(1)}: " if owner and not any(owner.group(1) in r for r in reasons) else ""
+    return prefix + "; ".join(reasons) if reasons else text
 
 
 def link_data_to_model(config) -> None:
@@ -125,7 +169,7 @@ def cli(args: Optional[List[str]] = None, run: bool = True) -> CoLT5CLI:
         datamodule_class=pl.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        parser_kwargs={"parser_mode": "omegaconf"},
+        parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False},
         save_config_kwargs={"overwrite": True},
         trainer_defaults=trainer_defaults(),
         args=args,

@@ -279,3 +279,17 @@ def test_fit_ends_by_naming_its_checkpoint_and_the_next_commands(tmp_path, capsy
     out = capsys.readouterr().out
     assert f"checkpoint: {ckpt_dir / 'last.ckpt'}" in out
     assert "--ckpt_path last" in out and f"colt5 sample --ckpt_path {ckpt_dir / 'last.ckpt'}" in out
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--model.init_args.light_heads", "0", "LanguageModelModule: light_heads must be a positive int, got 0"),
+    ("--data.init_args.batch_size", "0", "batch_size must be a positive int, got 0"),
+    ("--model.init_args.depth", "two", "LanguageModelModule: depth: Expected a <class 'int'>. Got value: two"),
+    ("--no_such_option", "3", "unrecognized arguments: --no_such_option"),
+])
+def test_a_value_a_class_rejects_is_one_line_naming_the_class(option, value, expected, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli([*TINY_LM, option, value], run=False)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Union subtypes" not in err and len(err.strip().splitlines()) == 2
