@@ -14,6 +14,7 @@ import inspect
 import re
 import signal
 import sys
+import warnings
 from typing import List, Optional
 
 import lightning.pytorch as pl
@@ -36,9 +37,21 @@ DATA_TO_MODEL = {
 }
 
 
+OTHER_COMMANDS = ("Other commands, each with --help: `colt5 sample --ckpt_path CKPT` (text from a language-model "
+                  "checkpoint); `colt5 plot RUN...` (metric curves of runs into one PNG); `colt5 plot-routing "
+                  "--ckpt_path CKPT` (routing weight by position on a passkey example). A first run: "
+                  "`colt5 fit --config recipes/language_modeling/cpu.yaml`.")
+
+
 class CoLT5CLI(LightningCLI):
     """LightningCLI with omegaconf interpolation, a last.ckpt-keeping checkpoint, the router
     monitor, and the model's data-dependent sizes filled in from the DataModule."""
+
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        self.parser.description = ("colt5: train and use CoLT5 conditionally routed transformers "
+                                   "(Lightning's fit / validate / test / predict).")
+        self.parser.epilog = OTHER_COMMANDS
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(LastCheckpoint, "checkpoint")
@@ -299,6 +312,8 @@ def main(args: Optional[List[str]] = None) -> None:
     checkpoint is saved, so the scheduler does not record it as a success. Under SLURM with
     requeueing, Lightning requeues it instead.
     """
+    # printed by Lightning 2.6 on every run, about its own use of torch's pytree API: nothing a user can act on
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     argv = sys.argv[1:] if args is None else list(args)
     if argv and argv[0] in COMMANDS:
         COMMANDS[argv[0]](argv[1:])

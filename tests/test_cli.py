@@ -293,3 +293,11 @@ def test_a_value_a_class_rejects_is_one_line_naming_the_class(option, value, exp
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert expected in err and "Union subtypes" not in err and len(err.strip().splitlines()) == 2
+
+
+def test_top_level_help_names_the_tool_and_its_other_commands(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "CoLT5" in out and all(f"colt5 {c}" in out for c in ("sample", "plot", "plot-routing"))
