@@ -24,7 +24,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from .training import LastCheckpoint, NonFiniteGuard, RouterMonitor
+from .training import LastCheckpoint, NonFiniteGuard, RandomStateCheckpoint, RouterMonitor
 
 # What a DataModule knows that the model must agree with: data attribute -> model init args.
 DATA_TO_MODEL = {
@@ -64,6 +64,7 @@ class CoLT5CLI(LightningCLI):
                              "checkpoint.enable_version_counter": False})
         parser.add_lightning_class_args(RouterMonitor, "router_monitor")
         parser.add_lightning_class_args(NonFiniteGuard, "nonfinite_guard")
+        parser.add_lightning_class_args(RandomStateCheckpoint, "random_state")
 
     def parse_arguments(self, parser, args) -> None:
         # Sizes that come from the data may have no default in the model (SequenceClassificationModule's

@@ -650,3 +650,22 @@ def test_feature_maps_wrong_suffix(tmp_path):
     (tmp_path / "m.csv").write_text("1,2")
     with pytest.raises(ValueError, match="path"):
         FeatureMapDataModule(path=str(tmp_path / "m.csv"))
+
+
+def test_epoch_shuffle_gives_the_order_of_a_seeded_shuffling_loader():
+    from torch.utils.data import DataLoader
+    from colt5_lightning.data._base import EpochShuffle
+    loader = DataLoader(list(range(20)), batch_size=20, shuffle=True, generator=torch.Generator().manual_seed(7))
+    sampler = EpochShuffle(20, 7)
+    for epoch in range(3):
+        assert torch.cat(list(loader)).tolist() == sampler.indices_for_epoch(epoch).tolist()
+
+
+def test_a_resumable_sampler_skips_only_the_start_of_its_next_pass():
+    from colt5_lightning.data._base import EpochShuffle
+    sampler = EpochShuffle(10, 3)
+    full = list(sampler.indices_for_epoch(0).tolist())
+    sampler.skip = 4
+    assert list(sampler) == full[4:] and len(sampler) == 10
+    sampler.set_epoch(0)
+    assert list(sampler) == full

@@ -161,3 +161,39 @@ def test_a_nan_loss_is_an_error_naming_the_step(tmp_path, monkeypatch):
     monkeypatch.setattr(LanguageModelModule, "training_step", nan_at_step_4)
     with pytest.raises(NonFiniteError, match="non-finite gradient at step 4|training loss is nan at step 4"):
         cli(RUN[3:] + ["--trainer.max_steps", "20", "--checkpoint.dirpath", str(tmp_path / "ckpt")])
+
+
+@pytest.mark.slow
+def test_losses_after_a_kill_and_resume_equal_an_uninterrupted_run_step_for_step(tmp_path):
+    """Router score noise (random) is on and the data order is shuffled: a resume that replayed
+    the first batches, or drew fresh noise, would give different losses."""
+    import json
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLT5_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": str(REPO / "tests")}
+    noisy = ["--model.init_args.router_kwargs", "{score_noise: 1.0}", "--checkpoint.every_n_train_steps", "3",
+             "--trainer.callbacks+=helpers.record_groups.RecordOptimizerGroups"]
+    steps = 12
+
+    def losses(name, extra):
+        subprocess.run([*RUN, *noisy, "--trainer.callbacks.path", str(tmp_path / name), *extra],
+                       cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
+        return dict((step, loss) for step, loss in json.loads((tmp_path / f"{name}.rank0").read_text())["losses"])
+
+    straight = losses("straight", ["--trainer.max_steps", str(steps), "--checkpoint.dirpath", str(tmp_path / "a")])
+    ckpt = tmp_path / "b"
+    proc = subprocess.Popen([*RUN, *noisy, "--trainer.callbacks.path", str(tmp_path / "killed"),
+                             "--trainer.max_steps", "100000", "--checkpoint.dirpath", str(ckpt)],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while step_so_far(ckpt / "last.ckpt") < 6:
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint at step 6"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = saved_step(ckpt / "last.ckpt")
+    assert 6 <= saved < steps
+    resumed = losses("resumed", ["--trainer.max_steps", str(steps), "--checkpoint.dirpath", str(ckpt),
+                                 "--ckpt_path", "last"])
+    assert sorted(resumed) == list(range(saved, steps))
+    assert [resumed[s] for s in range(saved, steps)] == pytest.approx([straight[s] for s in range(saved, steps)],
+                                                                       rel=1e-6, abs=1e-7)

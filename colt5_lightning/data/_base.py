@@ -1,7 +1,7 @@
 """The settings every data module in this package shares: batch size, workers, seed."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterator, Optional
 
 import lightning.pytorch as pl
 import torch
@@ -10,12 +10,60 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from . import _args
 
 
+class ResumableSampler(Sampler):
+    """A sampler whose indices for an epoch are a pure function of (seed, epoch), and which can
+    skip the start of its next pass: how a resumed run continues an epoch where its checkpoint
+    left it, instead of replaying the first batches. Lightning calls `set_epoch` at each epoch
+    start (without it the epoch advances after every pass). `len` stays the whole epoch's, so
+    Lightning's batch counters, restored from the checkpoint, end the epoch where they should."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.epoch = 0
+        self.skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def indices_for_epoch(self, epoch: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[int]:
+        indices = self.indices_for_epoch(self.epoch)[self.skip:]
+        self.skip = 0
+        self.epoch += 1
+        return iter(indices.tolist())
+
+
+class EpochShuffle(ResumableSampler):
+    """A permutation of range(n) per epoch: the one a DataLoader with shuffle=True and a generator
+    seeded with `seed` gives in that epoch, so seeded runs keep the order they had before this
+    sampler existed. (Per epoch that loader drew a base seed for its iterator, a permutation, and
+    an empty remainder permutation from its generator; the draws are replayed here.)"""
+
+    def __init__(self, num_indices: int, seed: int) -> None:
+        super().__init__(seed)
+        self.num_indices = num_indices
+
+    def indices_for_epoch(self, epoch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed)
+        for _ in range(epoch + 1):
+            torch.empty((), dtype=torch.int64).random_(generator=generator)
+            order = torch.randperm(self.num_indices, generator=generator)
+            torch.randperm(self.num_indices, generator=generator)
+        return order
+
+    def __len__(self) -> int:
+        return self.num_indices
+
+
 class SeededDataModule(pl.LightningDataModule):
     """Holds ``batch_size``, ``num_workers`` and ``seed`` and builds the data loaders.
 
-    Subclasses build ``self._train`` and ``self._val`` in ``setup``. Training order
-    is shuffled by a generator seeded with ``seed``; validation is never shuffled, so
-    the validation batches are identical every epoch and every run.
+    Subclasses build ``self._train`` and ``self._val`` in ``setup``. Training order comes from a
+    ResumableSampler seeded with ``seed`` (EpochShuffle unless a subclass brings its own); a run
+    resumed mid-epoch skips the batches its checkpoint had already trained on. Validation is never
+    shuffled, so the validation batches are identical every epoch and every run.
     """
 
     def __init__(self, batch_size: int, seed: int, num_workers: int) -> None:
@@ -33,19 +81,32 @@ class SeededDataModule(pl.LightningDataModule):
             )
         return dataset
 
-    def _loader(self, dataset: Dataset, *, shuffle: bool, sampler: Optional[Sampler] = None) -> DataLoader:
+    def _loader(self, dataset: Dataset, *, shuffle: bool, sampler: Optional[ResumableSampler] = None) -> DataLoader:
         generator = None
-        if shuffle and sampler is None:
-            generator = torch.Generator().manual_seed(self.seed)
+        if shuffle:
+            if sampler is None:
+                sampler = EpochShuffle(len(dataset), self.seed)
+                # the loader draws its iterators' base seeds from here, not from torch's global
+                # generator, as it did when it shuffled by itself
+                generator = torch.Generator().manual_seed(self.seed)
+            sampler.skip = self._samples_done_in_epoch()
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle and sampler is None,
             sampler=sampler,
             generator=generator,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
+
+    def _samples_done_in_epoch(self) -> int:
+        """Training samples of the current epoch already trained on by all processes: non-zero
+        only when a fit resumed mid-epoch from a checkpoint (Lightning restores its counters first)."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0
+        batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return batches * self.batch_size * trainer.world_size
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self._require(self._train, "training"), shuffle=True)

@@ -6,8 +6,9 @@ from typing import Dict, Iterator, Optional
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
+from ._base import ResumableSampler
 from .byte_corpus import open_bytes
 
 
@@ -75,32 +76,21 @@ def evenly_spaced(count: int, size: int) -> list:
     return np.linspace(0, size - 1, num=count).round().astype(np.int64).tolist()
 
 
-class RandomWindowSampler(Sampler):
+class RandomWindowSampler(ResumableSampler):
     """Yields ``num_windows`` indices drawn uniformly from ``range(num_indices)``.
 
     An epoch's draw comes from a torch Generator seeded with ``seed + epoch``, so every
-    epoch sees fresh windows and a rerun sees the same ones. Lightning calls
-    :meth:`set_epoch` at each epoch start; without it the epoch advances by one after
-    every pass over the sampler.
+    epoch sees fresh windows and a rerun sees the same ones.
     """
 
     def __init__(self, num_windows: int, num_indices: int, seed: int) -> None:
+        super().__init__(seed)
         self.num_windows = num_windows
         self.num_indices = num_indices
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def indices_for_epoch(self, epoch: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed + epoch)
         return torch.randint(0, self.num_indices, (self.num_windows,), generator=generator)
-
-    def __iter__(self) -> Iterator[int]:
-        indices = self.indices_for_epoch(self.epoch)
-        self.epoch += 1
-        return iter(indices.tolist())
 
     def __len__(self) -> int:
         return self.num_windows

@@ -5,12 +5,13 @@ from .checkpoint import CheckpointDirError, LastCheckpoint
 from .curriculum import LengthCurriculum
 from .guards import NonFiniteError, NonFiniteGuard
 from .lm_module import LanguageModelModule
+from .random_state import RandomStateCheckpoint
 from .optim import configure_adamw, param_groups, warmup_cosine
 from .router_monitor import RouterMonitor, routing_statistics
 from .strategies import BlockFSDPStrategy
 
 __all__ = ["BlockFSDPStrategy", "CheckpointDirError", "ClassificationModule", "ImageClassificationModule",
            "LanguageModelModule", "LastCheckpoint", "LengthCurriculum", "NonFiniteError", "NonFiniteGuard",
-           "RouterMonitor",
+           "RandomStateCheckpoint", "RouterMonitor",
            "SequenceClassificationModule", "configure_adamw", "param_groups", "routing_statistics",
            "warmup_cosine"]

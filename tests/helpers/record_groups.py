@@ -1,5 +1,5 @@
 """A callback for subprocess tests: writes each rank's optimizer groups (parameter counts and
-weight decay) and the first training losses to a JSON file."""
+weight decay) and its training losses, by step, to a JSON file."""
 import json
 from pathlib import Path
 
@@ -12,7 +12,8 @@ class RecordOptimizerGroups(pl.Callback):
         self.losses = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.losses.append(float(outputs["loss"] if isinstance(outputs, dict) else outputs))
+        loss = float(outputs["loss"] if isinstance(outputs, dict) else outputs)
+        self.losses.append([trainer.global_step - 1, loss])  # the step this loss was trained on
 
     def on_train_end(self, trainer, pl_module):
         groups = [{"params": len(g["params"]), "weight_decay": g["weight_decay"]}
