@@ -94,6 +94,8 @@ class CoLT5CLI(LightningCLI):
         try:
             super().instantiate_classes()
         except (ValueError, TypeError) as ex:
+            if "Does not validate against any of the Union subtypes" not in str(ex):
+                raise  # not a config value a class rejected: keep the traceback
             fail(readable_error(ex))
 
     def before_instantiate_classes(self) -> None:

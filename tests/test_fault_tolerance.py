@@ -172,7 +172,7 @@ def test_losses_after_a_kill_and_resume_equal_an_uninterrupted_run_step_for_step
            "PYTHONPATH": str(REPO / "tests")}
     noisy = ["--model.init_args.router_kwargs", "{score_noise: 1.0}", "--checkpoint.every_n_train_steps", "3",
              "--trainer.callbacks+=helpers.record_groups.RecordOptimizerGroups"]
-    steps = 12
+    steps = 60  # the killed run is stopped after step 6, but may have run on a few steps by then
 
     def losses(name, extra):
         subprocess.run([*RUN, *noisy, "--trainer.callbacks.path", str(tmp_path / name), *extra],
@@ -197,3 +197,39 @@ def test_losses_after_a_kill_and_resume_equal_an_uninterrupted_run_step_for_step
     assert sorted(resumed) == list(range(saved, steps))
     assert [resumed[s] for s in range(saved, steps)] == pytest.approx([straight[s] for s in range(saved, steps)],
                                                                        rel=1e-6, abs=1e-7)
+
+
+def test_a_resume_from_the_end_of_an_epoch_trains_the_next_epoch_in_full(tmp_path):
+    """8 batches an epoch, a checkpoint every 8 steps: the run is stopped at an epoch boundary."""
+    import json
+    import sys as _sys
+    from colt5_lightning.cli import cli
+    _sys.path.insert(0, str(REPO / "tests"))
+    small = ["--data.init_args.train_samples", "16", "--checkpoint.every_n_train_steps", "8",
+             "--model.init_args.router_kwargs", "{score_noise: 1.0}",
+             "--trainer.callbacks+=helpers.record_groups.RecordOptimizerGroups"]
+
+    def losses(name, extra):
+        cli(RUN[3:] + small + ["--trainer.callbacks.path", str(tmp_path / name)] + extra)
+        return dict((s, v) for s, v in json.loads((tmp_path / f"{name}.rank0").read_text())["losses"])
+
+    straight = losses("straight", ["--trainer.max_steps", "12", "--checkpoint.dirpath", str(tmp_path / "a")])
+    losses("first", ["--trainer.max_steps", "8", "--checkpoint.dirpath", str(tmp_path / "b")])
+    resumed = losses("resumed", ["--trainer.max_steps", "12", "--checkpoint.dirpath", str(tmp_path / "b"),
+                                 "--ckpt_path", "last"])
+    assert sorted(resumed) == [8, 9, 10, 11]
+    assert [resumed[s] for s in range(8, 12)] == pytest.approx([straight[s] for s in range(8, 12)], rel=1e-6)
+
+
+def test_the_guard_leaves_inf_gradients_to_a_grad_scaler():
+    """Under 16-mixed, GradScaler skips steps with inf gradients itself and lowers its scale."""
+    from types import SimpleNamespace
+    from colt5_lightning.training import NonFiniteError, NonFiniteGuard
+    layer = torch.nn.Linear(2, 2)
+    layer.weight.grad = torch.full((2, 2), float("inf"))
+    strategy = SimpleNamespace(reduce_boolean_decision=lambda decision, all=True: decision)
+    scaled = SimpleNamespace(global_step=3, precision_plugin=SimpleNamespace(scaler=object()), strategy=strategy)
+    NonFiniteGuard().on_before_optimizer_step(scaled, layer, None)
+    plain = SimpleNamespace(global_step=3, precision_plugin=SimpleNamespace(), strategy=strategy)
+    with pytest.raises(NonFiniteError, match="weight"):
+        NonFiniteGuard().on_before_optimizer_step(plain, layer, None)

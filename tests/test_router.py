@@ -332,3 +332,23 @@ def test_a_per_sample_count_beyond_int64_range_after_over_fetch_routes_every_tok
     router = Router(DIM, router_type=router_type).train(training)
     routing = router(torch.randn(2, 32, DIM), num_tokens=torch.tensor([2**63 - 1, 3]))
     assert routing.routed_mask[0, 0].sum() == 32
+
+
+def test_routing_the_first_segment_by_itself_changes_nothing_after_it():
+    """Only segment 0 is judged by its own threshold; later segments see the same thresholds as
+    with a query router (a capacity that never binds isolates the thresholds)."""
+    n, k = 64, 16
+    query_router = causal_router(burst=1.0)
+    kv_router = causal_router(burst=1.0, route_first_segment=True)
+    kv_router.load_state_dict(query_router.state_dict())
+    x = torch.randn(3, n, DIM)
+    from_query = routed_positions(query_router(x, num_tokens=k), n)[:, 0]
+    from_kv = routed_positions(kv_router(x, num_tokens=k), n)[:, 0]
+    assert torch.equal(from_query[:, SEG:], from_kv[:, SEG:])
+    assert from_kv[:, :SEG].sum() > 0
+
+
+def test_an_input_longer_than_the_reference_length_is_named():
+    router = CausalRouter(DIM, segment_size=SEG, reference_len=32)
+    with pytest.raises(ValueError, match="reference_len 32"):
+        router(torch.randn(1, 40, DIM), num_tokens=4)

@@ -82,14 +82,15 @@ class SeededDataModule(pl.LightningDataModule):
         return dataset
 
     def _loader(self, dataset: Dataset, *, shuffle: bool, sampler: Optional[ResumableSampler] = None) -> DataLoader:
-        generator = None
+        # a loader draws a base seed from its generator for every iterator it makes: its own, so that
+        # validation and new epochs never advance torch's global generator (router noise draws from
+        # that, and a resumed run must draw what an uninterrupted one did)
+        generator = torch.Generator().manual_seed(self.seed)
         if shuffle:
-            if sampler is None:
-                sampler = EpochShuffle(len(dataset), self.seed)
-                # the loader draws its iterators' base seeds from here, not from torch's global
-                # generator, as it did when it shuffled by itself
-                generator = torch.Generator().manual_seed(self.seed)
+            sampler = EpochShuffle(len(dataset), self.seed) if sampler is None else sampler
             sampler.skip = self._samples_done_in_epoch()
+            if self.trainer is not None:  # workers fetch before Lightning's set_epoch reaches them
+                sampler.set_epoch(self.trainer.current_epoch)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -100,13 +101,17 @@ class SeededDataModule(pl.LightningDataModule):
         )
 
     def _samples_done_in_epoch(self) -> int:
-        """Training samples of the current epoch already trained on by all processes: non-zero
-        only when a fit resumed mid-epoch from a checkpoint (Lightning restores its counters first)."""
+        """Training samples of the current epoch that a checkpoint being resumed had already trained
+        on: non-zero only while a single-process fit restarts mid-epoch (Lightning has restored its
+        counters by the time it builds the loader). Under DDP Lightning wraps the sampler in a
+        DistributedSamplerWrapper that expects whole epochs, so a resumed epoch starts over there."""
         trainer = self.trainer
-        if trainer is None:
+        if trainer is None or trainer.world_size > 1 or not trainer.fit_loop.restarting:
             return 0
-        batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return batches * self.batch_size * trainer.world_size
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        if progress.is_last_batch:  # saved at the end of an epoch: the next one starts afresh
+            return 0
+        return progress.current.processed * self.batch_size
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self._require(self._train, "training"), shuffle=True)

@@ -140,6 +140,9 @@ class CausalRouter(nn.Module):
                             "an int: a per-sample count would need the whole sequence to be known")
         _checks.positive_int("num_tokens", num_tokens)
         L, r = self.segment_size, self.num_routing_tokens
+        if self.reference_len is not None and n > self.reference_len:
+            raise ValueError(f"input length {n} exceeds the causal router's reference_len {self.reference_len} "
+                             "(a model's max_seq_len): positions past it could never be routed")
         reference = self.reference_len or n
         with torch.autocast(device_type=x.device.type, enabled=False):
             clean = F.linear(x.float(), self.routing_tokens.float()).transpose(1, 2)  # (b, r, n)
@@ -155,11 +158,13 @@ class CausalRouter(nn.Module):
             windows = windows_before(seg_scores, segments, 0.0)
             window_valid = windows_before(seg_valid, segments, False)
             budget = rate * window_valid.sum(-1, keepdim=True)  # windows cut by the start route less
-            if self.route_first_segment:  # segment 0 is judged by itself, with a full window's budget
-                windows[..., 0, :L], window_valid[..., 0, :L] = seg_scores[..., 0, :], seg_valid[..., 0, :]
-                budget[..., 0, :] = rate * segments * L
             dual = dual_per_row(windows, budget, window_valid, **self.solver)[..., 0]  # (b, r, S)
             before = torch.maximum(dual, F.pad(dual[..., :-1], (1, 0), value=float("-inf")))
+            if self.route_first_segment:  # segment 0 alone is judged by itself, with a full window's rate
+                own_valid = seg_valid[..., 0, :]
+                own_budget = rate * segments * own_valid.sum(-1, keepdim=True)
+                own = dual_per_row(seg_scores[..., 0, :], own_budget, own_valid, **self.solver)
+                before = torch.cat([own, before[..., 1:]], -1)
             return before.unsqueeze(-1).expand(*before.shape, L).flatten(-2)[..., :n]
 
         k = self.num_slots(num_tokens, n, training=False)

@@ -1,8 +1,9 @@
 """Soft top-k solvers: scores (..., n) -> weights in [0, 1], all O(n) memory.
 
 Every solver runs in float32 whatever the autocast dtype, takes an optional boolean mask
-(False = padding: weight 0, never selected) and k as a positive number (a fractional budget
-is fine: Σ weights = k) or a per-sample integer tensor of shape (batch,), broadcast over the remaining leading dims.
+(False = padding: weight 0, never selected) and k as a positive number or a per-sample
+integer tensor of shape (batch,). Coordinate descent meets a fractional k exactly (Σ weights =
+k); cum_softmax keeps ⌈k⌉ tokens, broadcast over the remaining leading dims.
 """
 from __future__ import annotations
 

@@ -34,8 +34,17 @@ class LastCheckpoint(ModelCheckpoint):
 
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        if stage == "fit" and trainer.is_global_zero and _is_local_file_protocol(str(self.dirpath)):
-            check_writable(str(self.dirpath))
+        if stage != "fit" or not _is_local_file_protocol(str(self.dirpath)):
+            return
+        problem = None
+        if trainer.is_global_zero:
+            try:
+                check_writable(str(self.dirpath))
+            except CheckpointDirError as ex:
+                problem = str(ex)
+        problem = trainer.strategy.broadcast(problem)  # every process stops, none waits at a barrier
+        if problem is not None:
+            raise CheckpointDirError(problem)
 
     def _save_checkpoint(self, trainer: "pl.Trainer", filepath: str) -> None:
         if not _is_local_file_protocol(str(filepath)):

@@ -46,10 +46,13 @@ class NonFiniteGuard(pl.Callback):
         return self.check_every_n_steps > 0 and trainer.global_step % self.check_every_n_steps == 0
 
     def on_before_optimizer_step(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", optimizer) -> None:
-        if not self._due(trainer):
+        # under a GradScaler (16-mixed) inf gradients are routine: the scaler skips the step itself
+        if not self._due(trainer) or getattr(trainer.precision_plugin, "scaler", None) is not None:
             return
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
-        if not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum())):
+        finite = not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum()))
+        # each process may hold only a shard: all stop if any finds a non-finite gradient
+        if trainer.strategy.reduce_boolean_decision(finite, all=True):
             return
         bad = non_finite_gradients(pl_module)
         shown = ", ".join(bad[: self.names_shown]) + (f" and {len(bad) - self.names_shown} more"
@@ -62,8 +65,9 @@ class NonFiniteGuard(pl.Callback):
         if not self._due(trainer):
             return
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if isinstance(loss, Tensor) and not bool(torch.isfinite(loss.detach()).all()):
-            value = float(loss.detach().float().reshape(-1)[0])
+        finite = not isinstance(loss, Tensor) or bool(torch.isfinite(loss.detach()).all())
+        if not trainer.strategy.reduce_boolean_decision(finite, all=True):
+            value = float(loss.detach().float().reshape(-1)[0]) if isinstance(loss, Tensor) else float("nan")
             raise NonFiniteError(f"training loss is {value:g} at step "
                                  f"{trainer.global_step} (batch {batch_idx}); last.ckpt was kept. {ADVICE}")
 
