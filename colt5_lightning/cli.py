@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
+import pickle
 import re
 import signal
 import sys
@@ -18,6 +20,7 @@ import warnings
 from typing import List, Optional
 
 import lightning.pytorch as pl
+import torch
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.cli import LightningCLI
@@ -102,6 +105,25 @@ class CoLT5CLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         link_data_to_model(config)
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads the checkpoint's hyper-parameters here: a damaged file must say so
+        try:
+            super()._parse_ckpt_path()
+        except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as ex:
+            fail(damaged_checkpoint(self.config[self.config.subcommand].get("ckpt_path"), ex))
+
+    def before_fit(self) -> None:
+        """`--ckpt_path last` resumes from the checkpoint folder's last.ckpt: check it can be read."""
+        if self.config[self.subcommand].get("ckpt_path") != "last":
+            return
+        dirpath = getattr(self.trainer.checkpoint_callback, "dirpath", None)
+        last = os.path.join(str(dirpath), "last.ckpt") if dirpath else None
+        if last and os.path.isfile(last):
+            try:
+                torch.load(last, map_location="cpu", weights_only=False, mmap=True)
+            except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as ex:
+                fail(damaged_checkpoint(last, ex))
+
     def after_fit(self) -> None:
         """Says where the run's checkpoint is and what to do with it, instead of ending silently."""
         trainer = self.trainer
@@ -119,6 +141,13 @@ class CoLT5CLI(LightningCLI):
         if config.get("enable_progress_bar") is False:  # the default RichProgressBar would be refused
             self.trainer_defaults = {k: v for k, v in self.trainer_defaults.items() if k != "callbacks"}
         return super()._instantiate_trainer(config, callbacks)
+
+
+def damaged_checkpoint(path, ex: Exception) -> str:
+    first_line = (str(ex).splitlines() or [""])[0][:160]
+    reason = f"{type(ex).__name__}: {first_line}" if first_line else type(ex).__name__
+    return (f"cannot resume from {path}: the file is damaged or not a checkpoint ({reason}). "
+            "Delete it to start afresh, or pass another one with --ckpt_path")
 
 
 def fail(message: str) -> None:

@@ -233,3 +233,21 @@ def test_the_guard_leaves_inf_gradients_to_a_grad_scaler():
     plain = SimpleNamespace(global_step=3, precision_plugin=SimpleNamespace(), strategy=strategy)
     with pytest.raises(NonFiniteError, match="weight"):
         NonFiniteGuard().on_before_optimizer_step(plain, layer, None)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+@pytest.mark.parametrize("ckpt_path", ["last", "explicit"])
+def test_resuming_from_a_damaged_checkpoint_is_one_clear_error(tmp_path, capsys, damage, ckpt_path):
+    from colt5_lightning.cli import cli
+    ckpt = tmp_path / "ckpt"
+    cli(RUN[3:] + ["--trainer.max_steps", "2", "--checkpoint.dirpath", str(ckpt)])
+    last = ckpt / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:3000] if damage == "truncated" else b"")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        cli(RUN[3:] + ["--trainer.max_steps", "4", "--checkpoint.dirpath", str(ckpt),
+                       "--ckpt_path", "last" if ckpt_path == "last" else str(last)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    # (the last two lines: pytest's capture can make Lightning's log handler report a closed stream above)
+    assert err.strip().splitlines()[-2].startswith(f"colt5: error: cannot resume from {last}: the file is damaged")
