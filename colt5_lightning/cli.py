@@ -25,7 +25,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from .training import LastCheckpoint, NonFiniteGuard, RandomStateCheckpoint, RouterMonitor
 
@@ -140,7 +140,14 @@ class CoLT5CLI(LightningCLI):
     def _instantiate_trainer(self, config, callbacks):
         if config.get("enable_progress_bar") is False:  # the default RichProgressBar would be refused
             self.trainer_defaults = {k: v for k, v in self.trainer_defaults.items() if k != "callbacks"}
-        return super()._instantiate_trainer(config, callbacks)
+        try:
+            return super()._instantiate_trainer(config, callbacks)
+        except MisconfigurationException as ex:
+            hint = ""
+            if str(config.get("accelerator")) in ("gpu", "cuda") and not torch.cuda.is_available():
+                hint = ("; this machine has no CUDA GPU: drop the GPU preset or add "
+                        "--trainer.accelerator cpu --trainer.precision 32-true")
+            fail(f"the trainer could not be built: {ex}{hint}")
 
 
 def damaged_checkpoint(path, ex: Exception) -> str:

@@ -301,3 +301,12 @@ def test_top_level_help_names_the_tool_and_its_other_commands(capsys):
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "CoLT5" in out and all(f"colt5 {c}" in out for c in ("sample", "plot", "plot-routing"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_a_gpu_preset_without_a_gpu_is_one_line_with_the_way_out(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli([*cfg("configs/trainer/gpu_bf16.yaml"), *cfg("configs/model/lm/tiny.yaml"), *cfg("configs/data/passkey.yaml"),
+             "--data.init_args.seq_len", "128"], run=False)
+    assert info.value.code == 2
+    assert "--trainer.accelerator cpu" in capsys.readouterr().err
