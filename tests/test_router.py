@@ -7,7 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from colt5_lightning.routing import ROUTER_TYPES, Router, Routing
-from colt5_lightning.routing.causal import CausalRouter, first_come_within, running_capacity
+from colt5_lightning.routing.causal import (CausalRouter, first_come_within, running_capacity, to_segments,
+                                            window_duals, windows_before)
+from colt5_lightning.routing.soft_topk import dual_per_row
 
 DIM = 32
 
@@ -352,3 +354,43 @@ def test_an_input_longer_than_the_reference_length_is_named():
     router = CausalRouter(DIM, segment_size=SEG, reference_len=32)
     with pytest.raises(ValueError, match="reference_len 32"):
         router(torch.randn(1, 40, DIM), num_tokens=4)
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2 ** 16), n=st.integers(1, 100), L=st.sampled_from([1, 3, 8, 16]),
+       H=st.integers(1, 6), rate=st.sampled_from([0.004, 0.02, 0.07, 0.25, 0.5, 1.0, 1.7]),
+       eps=st.sampled_from([0.03, 0.3]), offset=st.sampled_from([0.0, -300.0, 1e4, 1e6]),
+       spread=st.sampled_from([0.1, 1.0, 10.0]), p_pad=st.sampled_from([0.0, 0.3, 0.9]),
+       ties=st.booleans())
+def test_window_duals_equal_the_exact_solve_on_the_whole_windows(seed, n, L, H, rate, eps, offset, spread, p_pad, ties):
+    g = torch.Generator().manual_seed(seed)
+    scores = offset + spread * torch.randn(2, 2, n, generator=g)
+    if ties:  # repeated values: the top-k lists must still cover every rank
+        scores = offset + torch.round(scores - offset)
+    valid = torch.rand(2, 2, n, generator=g) >= p_pad
+    valid[0, 0] = False  # a fully masked row
+    if n > L:
+        valid[1, 1, :L] = False  # a fully masked segment
+    scores = torch.where(valid, scores, torch.randn(2, 2, n, generator=g) * 1e3)  # padding is ignored
+    seg_scores, seg_valid = to_segments(scores, L), to_segments(valid, L, fill=False)
+    window_valid = windows_before(seg_valid, H, False)
+    expected = dual_per_row(windows_before(seg_scores, H, 0.0), rate * window_valid.sum(-1, keepdim=True),
+                            window_valid, n_iters=1, eps=eps, eps_init=None, eps_decay=1.0, method="exact",
+                            fused=False)[..., 0]
+    got = window_duals(seg_scores, seg_valid, H, rate, eps)
+    assert got.shape == expected.shape
+    assert torch.equal(torch.isfinite(got), torch.isfinite(expected))
+    assert torch.equal(got == float("-inf"), expected == float("-inf"))
+    finite = torch.isfinite(expected)
+    assert (got[finite] - expected[finite]).abs().max().item() <= 1e-5 if finite.any() else True
+
+
+def test_window_duals_name_non_finite_scores_like_the_whole_window_solve():
+    seg_scores = torch.randn(1, 1, 4, 8)
+    seg_valid = torch.ones(1, 1, 4, 8, dtype=torch.bool)
+    seg_scores[0, 0, 1, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        window_duals(seg_scores, seg_valid, 2, 0.1, 0.03)
+    seg_scores[0, 0, 1, 3] = 0.0
+    seg_scores[0, 0, 3, 3] = float("nan")  # the last segment is in no window
+    window_duals(seg_scores, seg_valid, 2, 0.1, 0.03)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from .. import _checks
 from .gather import gather_tokens
 from .router import Routing, adjust_scores, named_errors
-from .soft_topk import dual_per_row, eps_schedule
+from .soft_topk import _check_finite, dual_per_row, eps_schedule
 
 
 def to_segments(t: Tensor, segment_size: int, *, seq_dim: int = -1, fill=0.0) -> Tensor:
@@ -53,6 +53,64 @@ def windows_before(segments: Tensor, history: int, fill) -> Tensor:
     padded = F.pad(segments, (0, 0, history, 0), value=fill)
     windows = padded.unfold(-2, history, 1)[..., :-1, :, :]  # (..., S, L, history)
     return windows.transpose(-1, -2).flatten(-2)
+
+
+def _window_stack(stats: Tensor, history: int, fill) -> Tensor:
+    """stats (..., S - 1, K) of segments 0 .. S-2 -> (..., S, history, K): row j holds the stats of
+    segments j-history .. j-1 in order, `fill` standing in for segments before the start."""
+    padded = F.pad(stats, (0, 0, history, 0), value=fill)
+    return padded.unfold(-2, history, 1).transpose(-1, -2)
+
+
+def window_duals(seg_scores: Tensor, seg_valid: Tensor, segments: int, rate: float, eps: float) -> Tensor:
+    """(b, r, S): the exact coordinate-descent dual of every window of `segments` segments before
+    segment j, with budget rate·(valid tokens of the window); the same result as
+    dual_per_row(windows_before(seg_scores, segments, 0.0), budget, windows_before(seg_valid, ...),
+    method="exact") without building or sorting the (S, segments·L) windows.
+
+    _dual_exact takes a = max_{c < k} a_c, a_c = ε ln(k − c) − ε ln Σ_{rank ≥ c} exp(s/ε). Only the
+    top c < ⌈k⌉ ≤ K = ⌈rate·segments·L⌉ + 1 of a window (all of it if K ≥ L) are taken out of the sum, and they are
+    among its segments' top-K lists; everything else enters only through its log-sum-exp. So per
+    segment: its top K valid scores and the log-sum-exp of the rest (relative to the segment's max,
+    so no large exponentials); per window: segments·K sorted candidates and one "rest" term.
+    """
+    *lead, S, L = seg_scores.shape
+    H = segments
+    K = max(1, min(L, math.ceil(rate * H * L) + 1))  # ≥ ⌈k⌉ whatever float rounding does to k
+    s, valid = seg_scores[..., :-1, :].float(), seg_valid[..., :-1, :]  # segment S-1 is in no window
+    _check_finite(s, valid)
+    with torch.no_grad():
+        x = torch.where(valid, s, float("-inf"))
+        top, idx = x.topk(K, dim=-1)  # (..., S-1, K), high to low, -inf past the valid count
+        seg_max = top[..., :1]
+        seg_max_safe = torch.where(torch.isfinite(seg_max), seg_max, 0.0)
+        rest = x.scatter(-1, idx, float("-inf")) if K < L else x[..., :0]
+        rest = torch.logsumexp((rest - seg_max_safe) / eps, -1, keepdim=True)  # -inf when nothing is left
+        count = valid.sum(-1, keepdim=True)
+
+        cand = _window_stack(top, H, float("-inf")).flatten(-2)  # (..., S, H·K)
+        win_max = _window_stack(seg_max, H, float("-inf"))[..., 0]  # (..., S, H)
+        win_max_safe = _window_stack(seg_max_safe, H, 0.0)[..., 0]
+        win_rest = _window_stack(rest, H, float("-inf"))[..., 0]
+        n_valid = _window_stack(count, H, 0)[..., 0].sum(-1, keepdim=True)  # (..., S, 1)
+
+        shift = win_max.amax(-1, keepdim=True)  # the window's largest valid score, as _shifted
+        shift = torch.where(torch.isfinite(shift), shift, 0.0)
+        z = ((cand - shift) / eps).sort(dim=-1, descending=True).values
+        rest_all = torch.logsumexp(win_rest + (win_max_safe - shift) / eps, -1, keepdim=True)
+        z = torch.cat([z, rest_all], -1)
+        # ln Σ over the window's ranks ≥ c: exact for c < min(K, H·L) ≥ ⌈k⌉, the only c with room > 0
+        tail = torch.logcumsumexp(z.flip(-1), dim=-1).flip(-1)[..., :-1]
+
+        budget = rate * n_valid
+        k = torch.minimum(budget, n_valid.float())  # as dual_per_row and _dual_exact, rounding included
+        k_exact = torch.exp(torch.log(k.clamp_min(1e-30)))
+        room = k_exact - torch.arange(H * K, device=s.device, dtype=torch.float32)
+        a_c = eps * torch.log(room.clamp_min(1e-30)) - eps * tail
+        a_c = torch.where((room > 0) & torch.isfinite(tail), a_c, float("-inf"))
+        a = a_c.amax(-1, keepdim=True)
+        empty = (n_valid == 0) | (k <= 0)
+        return torch.where(empty, float("-inf"), a - shift)[..., 0]
 
 
 def judging_window(slots: int, burst: int, reference_len: int, segment_size: int, history: int) -> tuple:
@@ -155,10 +213,13 @@ class CausalRouter(nn.Module):
 
         def threshold(slots: int) -> Tensor:  # (b, r, n): the dual each token is judged by
             segments, rate = judging_window(slots, math.ceil(self.burst * slots), reference, L, self.history)
-            windows = windows_before(seg_scores, segments, 0.0)
-            window_valid = windows_before(seg_valid, segments, False)
-            budget = rate * window_valid.sum(-1, keepdim=True)  # windows cut by the start route less
-            dual = dual_per_row(windows, budget, window_valid, **self.solver)[..., 0]  # (b, r, S)
+            if self.solver["method"] == "exact":  # windows cut by the start route less
+                dual = window_duals(seg_scores, seg_valid, segments, rate, self.solver["eps"])  # (b, r, S)
+            else:
+                windows = windows_before(seg_scores, segments, 0.0)
+                window_valid = windows_before(seg_valid, segments, False)
+                budget = rate * window_valid.sum(-1, keepdim=True)
+                dual = dual_per_row(windows, budget, window_valid, **self.solver)[..., 0]
             before = torch.maximum(dual, F.pad(dual[..., :-1], (1, 0), value=float("-inf")))
             if self.route_first_segment:  # segment 0 alone is judged by itself, with a full window's rate
                 own_valid = seg_valid[..., 0, :]

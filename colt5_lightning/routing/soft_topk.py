@@ -47,12 +47,17 @@ def _prepare(s: Tensor, k: K, mask: Optional[Tensor]):
     return s, valid, k, shift
 
 
-def _shifted(s: Tensor, valid: Tensor):
-    """(s − shift, shift) with shift (..., 1) each row's largest valid score (0 for empty rows);
-    a ValueError for NaN or +inf scores at valid positions."""
+def _check_finite(s: Tensor, valid: Tensor) -> None:
+    """A ValueError (NonFiniteError) for NaN or +inf scores at valid positions."""
     if not torch.compiler.is_compiling() and bool(((torch.isnan(s) | (s == float("inf"))) & valid).any()):
         raise _checks.NonFiniteError("s (the routing scores) holds NaN or +inf at unmasked positions: the router's input "
                          "or its routing tokens are not finite (has training diverged?)")
+
+
+def _shifted(s: Tensor, valid: Tensor):
+    """(s − shift, shift) with shift (..., 1) each row's largest valid score (0 for empty rows);
+    a ValueError for NaN or +inf scores at valid positions."""
+    _check_finite(s, valid)
     shift = torch.where(valid, s, float("-inf")).amax(-1, keepdim=True).detach()
     shift = torch.where(torch.isfinite(shift), shift, 0.0)
     return s - shift, shift
