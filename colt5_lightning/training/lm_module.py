@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import nullcontext
 from typing import Optional, Tuple
 
 import lightning.pytorch as pl
@@ -19,10 +20,12 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics.aggregation import MeanMetric
 
+from .. import _checks
 from ..models.routing_args import routing_args
 from ..models import CoLT5LanguageModel
 from .optim import check_optim_args, configure_adamw, no_weight_decay_names
 from .oracle import oracle_for
+from ..routing.loss_guidance import loss_guided_routing_loss, recording_router_scores
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,11 @@ class LanguageModelModule(pl.LightningModule):
     max_seq_len: the longest context it is trained on and generates from. oracle_routing=True
     routes each batch's "route_mask" tokens by hand (a diagnostic, see routing.oracle).
     exact_match=True also logs train/exact_acc and val/exact_acc: the share of samples whose
-    scored targets are all the most likely token (for passkey: the greedy key is exact)."""
+    scored targets are all the most likely token (for passkey: the greedy key is exact).
+    loss_guided_routing > 0 adds, at that weight, a loss that teaches the query and feed-forward
+    routers to rank positions by their detached next-token loss (see routing.loss_guidance),
+    logged as train/routing_guidance; models without routers (dense, light-only) ignore it, so
+    the ablation configs stack on a recipe that sets it."""
 
     def __init__(self, vocab_size: int = 256, seq_len: int = 1024, dim: int = 256, depth: int = 4,
                  num_heavy_attn_tokens_q: int = 64, num_heavy_attn_tokens_kv: int = 64,
@@ -47,7 +54,7 @@ class LanguageModelModule(pl.LightningModule):
                  warmup_steps: int = 100, max_steps: Optional[int] = None, min_lr_ratio: float = 0.1,
                  sample_prompt: str = "def ", sample_length: int = 128, sample_temperature: float = 0.8,
                  sample_top_k: Optional[int] = 32, sample_seed: int = 0, oracle_routing: bool = False,
-                 exact_match: bool = False):
+                 exact_match: bool = False, loss_guided_routing: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
         check_optim_args(lr=lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps,
@@ -59,6 +66,7 @@ class LanguageModelModule(pl.LightningModule):
             raise ValueError(f"sample_top_k must be a positive int or null, got {sample_top_k!r}")
         if not isinstance(sample_length, int) or sample_length < 0:
             raise ValueError(f"sample_length must be a non-negative int (0 disables samples), got {sample_length!r}")
+        _checks.non_negative_number("loss_guided_routing", loss_guided_routing)
         self.model = CoLT5LanguageModel(vocab_size=vocab_size, max_seq_len=seq_len, dim=dim, depth=depth,
                                         **routing_args(locals()), tie_embeddings=tie_embeddings, dense=dense,
                                         light_position=light_position, absolute_positions=absolute_positions)
@@ -70,26 +78,40 @@ class LanguageModelModule(pl.LightningModule):
     def forward(self, input_ids: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.model(input_ids, mask)
 
-    def _loss(self, batch: dict) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Mean cross-entropy over scored targets, how many targets were scored, and per sample
-        whether every scored target is the most likely token (the greedy answer is exact)."""
-        with oracle_for(self.model, batch, self.hparams.oracle_routing):
+    def _loss(self, batch: dict) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """Mean cross-entropy over scored targets, how many targets were scored, per sample
+        whether every scored target is the most likely token (the greedy answer is exact), and
+        the routing-guidance loss (None unless training with loss_guided_routing)."""
+        guided = self.training and self.hparams.loss_guided_routing > 0
+        recorder = recording_router_scores(self.model) if guided else nullcontext([])
+        with oracle_for(self.model, batch, self.hparams.oracle_routing), recorder as router_scores:
             logits = self(batch["input_ids"], batch.get("mask"))
         targets = batch["targets"]
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+        token_loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100,
+                                     reduction="none").view_as(targets)
         scored = targets != -100
+        loss = token_loss.sum() / scored.sum()  # NaN when nothing is scored, as the mean reduction gives
         exact = (((logits.argmax(-1) == targets) | ~scored).all(-1) & scored.any(-1)).float()
-        return loss, scored.sum(), exact
+        guidance = None
+        if router_scores:
+            valid = batch.get("mask")
+            valid = torch.ones_like(scored) if valid is None else valid.bool()
+            guidance = torch.stack([loss_guided_routing_loss(s, token_loss, scored, valid)
+                                    for s in router_scores]).mean()
+        return loss, scored.sum(), exact, guidance
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, _, exact = self._loss(batch)
+        loss, _, exact, guidance = self._loss(batch)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         if self.hparams.exact_match:
             self.log("train/exact_acc", exact.mean(), on_step=True, on_epoch=False)
+        if guidance is not None:
+            self.log("train/routing_guidance", guidance, on_step=True, on_epoch=False)
+            return loss + self.hparams.loss_guided_routing * guidance
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss, count, exact = self._loss(batch)
+        loss, count, exact, _ = self._loss(batch)
         if count > 0:
             self.val_loss.update(loss, weight=count)
         self.val_exact.update(exact)
