@@ -3,9 +3,9 @@
     colt5 fit --config recipes/language_modeling/cpu.yaml
     colt5 fit --config configs/trainer/gpu_bf16.yaml --config configs/model/lm/base.yaml \
               --config recipes/language_modeling/gpu_8k.yaml
-    colt5 sample --ckpt_path logs/byte_lm_cpu/checkpoints/last.ckpt --prompt "def " --length 200
-    colt5 plot logs/passkey_encoder/csv --out curves.png
-    colt5 plot-routing --ckpt_path logs/passkey_encoder/checkpoints/last.ckpt --out routing.png
+    colt5 sample --ckpt_path logs/byte_lm_cpu --prompt "def " --length 200   # the newest run's last.ckpt
+    colt5 plot logs/passkey_encoder/version_0 --out curves.png
+    colt5 plot-routing --ckpt_path logs/passkey_encoder --out routing.png
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import re
 import signal
 import sys
 import warnings
+from pathlib import Path
 from typing import List, Optional
 
 import lightning.pytorch as pl
@@ -28,6 +29,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from .training import LastCheckpoint, NonFiniteGuard, RandomStateCheckpoint, RouterMonitor
+from .training.run_dirs import (ENV as RUN_DIR_ENV, LAST, RunDirError, claim_run_dir, find_checkpoint,
+                                is_worker_process, newest_run_with_checkpoint)
 
 # What a DataModule knows that the model must agree with: data attribute -> model init args.
 DATA_TO_MODEL = {
@@ -104,25 +107,31 @@ class CoLT5CLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         link_data_to_model(config)
+        given = config.get("ckpt_path")
+        try:
+            place_run(config)
+        except RunDirError as ex:
+            fail(str(ex))
+        if given == "last" and config.get("ckpt_path") != "last":  # resolved to a file: can it be read?
+            try:
+                torch.load(config["ckpt_path"], map_location="cpu", weights_only=False, mmap=True)
+            except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as ex:
+                fail(damaged_checkpoint(config["ckpt_path"], ex))
 
     def _parse_ckpt_path(self) -> None:
+        # a folder stands for its newest run's last.ckpt (training.run_dirs.find_checkpoint)
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and ckpt_path != "last" and os.path.isdir(ckpt_path):
+            try:
+                self.config[subcommand]["ckpt_path"] = str(find_checkpoint(ckpt_path))
+            except FileNotFoundError as ex:
+                fail(f"--ckpt_path: {ex}")
         # LightningCLI reads the checkpoint's hyper-parameters here: a damaged file must say so
         try:
             super()._parse_ckpt_path()
         except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as ex:
             fail(damaged_checkpoint(self.config[self.config.subcommand].get("ckpt_path"), ex))
-
-    def before_fit(self) -> None:
-        """`--ckpt_path last` resumes from the checkpoint folder's last.ckpt: check it can be read."""
-        if self.config[self.subcommand].get("ckpt_path") != "last":
-            return
-        dirpath = getattr(self.trainer.checkpoint_callback, "dirpath", None)
-        last = os.path.join(str(dirpath), "last.ckpt") if dirpath else None
-        if last and os.path.isfile(last):
-            try:
-                torch.load(last, map_location="cpu", weights_only=False, mmap=True)
-            except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as ex:
-                fail(damaged_checkpoint(last, ex))
 
     def after_fit(self) -> None:
         """Says where the run's checkpoint is and what to do with it, instead of ending silently."""
@@ -148,6 +157,39 @@ class CoLT5CLI(LightningCLI):
                 hint = ("; this machine has no CUDA GPU: drop the GPU preset or add "
                         "--trainer.accelerator cpu --trainer.precision 32-true")
             fail(f"the trainer could not be built: {ex}{hint}")
+
+
+def place_run(config) -> Optional[Path]:
+    """Gives the run its own folder under trainer.default_root_dir (see training.run_dirs): the
+    default loggers (TensorBoard and CSV) and, unless checkpoint.dirpath is given, the
+    checkpoints go there. `ckpt_path last` becomes the newest last.ckpt: checkpoint.dirpath's
+    when given, else that of the newest run folder holding one. Returns the folder, or None for
+    a fast_dev_run (which logs and saves nothing)."""
+    trainer = config["trainer"]
+    root = Path(trainer.get("default_root_dir") or DEFAULT_ROOT_DIR)
+    if config.get("ckpt_path") == "last":
+        dirpath = (config.get("checkpoint") or {}).get("dirpath")
+        newest = newest_run_with_checkpoint(root)
+        last = Path(dirpath) / "last.ckpt" if dirpath else (newest / LAST if newest else None)
+        if last is not None and last.is_file():
+            config["ckpt_path"] = str(last)  # else Lightning says there is none and starts afresh
+    if trainer.get("fast_dev_run"):
+        return None
+    if is_worker_process():  # rank 0 has claimed the folder; its checkpoint folder is broadcast at setup
+        run = Path(os.environ.get(RUN_DIR_ENV) or root / "version_of_rank_0")
+    else:
+        run = claim_run_dir(root)
+        os.environ[RUN_DIR_ENV] = str(run)  # inherited by the processes Lightning launches for DDP
+    if trainer.get("logger") in (None, True):
+        trainer["logger"] = [_logger_config(cls, save_dir=str(run.parent), name="", version=run.name)
+                             for cls in (TensorBoardLogger, CSVLogger)]
+    if config.get("checkpoint") is not None and not config["checkpoint"].get("dirpath"):
+        config["checkpoint"]["dirpath"] = str(run / "checkpoints")
+    return run
+
+
+def _logger_config(cls, **init_args) -> Namespace:
+    return Namespace(class_path=f"{cls.__module__}.{cls.__name__}", init_args=Namespace(**init_args))
 
 
 def damaged_checkpoint(path, ex: Exception) -> str:
@@ -216,6 +258,11 @@ def _import(class_path: str):
 
 
 def cli(args: Optional[List[str]] = None, run: bool = True) -> CoLT5CLI:
+    # the CSV logger finds the run's folder already holding the TensorBoard files and config.yaml;
+    # the folder is new (see place_run), so its "previous log files will be deleted" is noise
+    warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+    # a resumed run writes to a new folder; with save_top_k 0 there is no best-k state to reload
+    warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
     return CoLT5CLI(
         model_class=pl.LightningModule,
         datamodule_class=pl.LightningDataModule,
@@ -229,20 +276,15 @@ def cli(args: Optional[List[str]] = None, run: bool = True) -> CoLT5CLI:
     )
 
 
+DEFAULT_ROOT_DIR = "logs/colt5"
+
+
 def trainer_defaults() -> dict:
-    """Built afresh for every call, as plain configs and new objects rather than lazy instances: a
-    lazy instance turns into its object when first used, so one run's loggers and progress bar (and,
-    through them, its trainer) would be handed to the next run in the same process; its dynamic
-    class can't be unpickled by ddp_spawn workers; and it can't be written to config.yaml."""
-    return {
-        "logger": [_class_config(TensorBoardLogger, save_dir="logs", name="colt5"),
-                   _class_config(CSVLogger, save_dir="logs/colt5", name="csv")],
-        "callbacks": [RichProgressBar()],
-    }
-
-
-def _class_config(cls, **init_args) -> dict:
-    return {"class_path": f"{cls.__module__}.{cls.__name__}", "init_args": init_args}
+    """Built afresh for every call, as new objects rather than lazy instances: a lazy instance
+    turns into its object when first used, so one run's progress bar (and, through it, its
+    trainer) would be handed to the next run in the same process. The loggers are left to
+    place_run, which puts them in the run's own folder."""
+    return {"default_root_dir": DEFAULT_ROOT_DIR, "callbacks": [RichProgressBar()]}
 
 
 def sample(args: List[str]) -> str:
@@ -250,7 +292,7 @@ def sample(args: List[str]) -> str:
     from .training import LanguageModelModule
 
     parser = argparse.ArgumentParser(prog="colt5 sample", description="Sample text from a language-model checkpoint.")
-    parser.add_argument("--ckpt_path", required=True)
+    parser.add_argument("--ckpt_path", required=True, help=CKPT_HELP)
     parser.add_argument("--prompt", default="def ")
     parser.add_argument("--length", type=int, default=200, help="number of new bytes")
     parser.add_argument("--temperature", type=float, default=0.8)
@@ -259,6 +301,7 @@ def sample(args: List[str]) -> str:
     opts = parser.parse_args(args)
     if opts.length <= 0:
         parser.error(f"--length must be positive, got {opts.length}")
+    opts.ckpt_path = resolve_checkpoint(parser, opts.ckpt_path)
     if "sample_prompt" not in checkpoint_hparams(parser, opts.ckpt_path):
         parser.error(f"{opts.ckpt_path} is not a language-model checkpoint (colt5 sample needs one from "
                      "LanguageModelModule, e.g. recipes/language_modeling/cpu.yaml)")
@@ -267,6 +310,18 @@ def sample(args: List[str]) -> str:
                          seed=opts.seed, include_prompt=False)
     print(opts.prompt + text)
     return text
+
+
+CKPT_HELP = ("a checkpoint file, a run folder (its checkpoints/last.ckpt) or a recipe's log folder (the "
+             "newest run's last.ckpt), e.g. logs/byte_lm_cpu")
+
+
+def resolve_checkpoint(parser: argparse.ArgumentParser, path: str) -> str:
+    """The checkpoint file meant by --ckpt_path (see training.run_dirs.find_checkpoint)."""
+    try:
+        return str(find_checkpoint(path))
+    except FileNotFoundError as ex:
+        parser.error(str(ex))
 
 
 def checkpoint_hparams(parser: argparse.ArgumentParser, path: str) -> dict:
@@ -318,11 +373,12 @@ def plot_routing_cmd(args: List[str]) -> None:
     parser = argparse.ArgumentParser(prog="colt5 plot-routing", description="Draw each router's weight by "
                                      "position for a held-out passkey example, needle marked, from a checkpoint "
                                      "of the passkey recipes (encoder readout or language model).")
-    parser.add_argument("--ckpt_path", required=True)
+    parser.add_argument("--ckpt_path", required=True, help=CKPT_HELP)
     parser.add_argument("--out", default="routing.png")
     parser.add_argument("--seq_len", type=int, help="default: the model's max_seq_len")
     parser.add_argument("--index", type=int, default=0, help="which held-out sample")
     opts = parser.parse_args(args)
+    opts.ckpt_path = resolve_checkpoint(parser, opts.ckpt_path)
     hparams = checkpoint_hparams(parser, opts.ckpt_path)
     readout = int(hparams.get("num_readout") or 0)
     if not readout and "sample_prompt" not in hparams:
