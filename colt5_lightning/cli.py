@@ -1,8 +1,7 @@
 """The `colt5` command: LightningCLI (fit / validate / test / predict) plus `colt5 sample`.
 
     colt5 fit --config recipes/language_modeling/cpu.yaml
-    colt5 fit --config configs/trainer/gpu_bf16.yaml --config configs/model/lm/base.yaml \
-              --config recipes/language_modeling/gpu_8k.yaml
+    colt5 fit --config recipes/language_modeling/gpu_8k.yaml    # stacks configs/ pieces (base_configs)
     colt5 sample --ckpt_path logs/byte_lm_cpu --prompt "def " --length 200   # the newest run's last.ckpt
     colt5 plot logs/passkey_encoder/version_0 --out curves.png
     colt5 plot-routing --ckpt_path logs/passkey_encoder --out routing.png
@@ -22,12 +21,14 @@ from typing import List, Optional
 
 import lightning.pytorch as pl
 import torch
+import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
+from .config_files import ConfigFileError, expand_base_configs
 from .training import LastCheckpoint, NonFiniteGuard, RandomStateCheckpoint, RouterMonitor
 from .training.run_dirs import (ENV as RUN_DIR_ENV, LAST, RunDirError, claim_run_dir, find_checkpoint,
                                 is_worker_process, newest_run_with_checkpoint)
@@ -263,6 +264,11 @@ def cli(args: Optional[List[str]] = None, run: bool = True) -> CoLT5CLI:
     warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
     # a resumed run writes to a new folder; with save_top_k 0 there is no best-k state to reload
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+    if args is None or isinstance(args, (list, tuple)):
+        try:
+            args = expand_base_configs(sys.argv[1:] if args is None else args)
+        except (ConfigFileError, OSError, yaml.YAMLError) as ex:
+            fail(str(ex))
     return CoLT5CLI(
         model_class=pl.LightningModule,
         datamodule_class=pl.LightningDataModule,

@@ -63,11 +63,11 @@ RECIPES = {
     "recipes/language_modeling/cpu.yaml": (
         [*cfg("recipes/language_modeling/cpu.yaml"), *cfg("configs/model/lm/tiny.yaml"), *BYTES]),
     "recipes/language_modeling/gpu_8k.yaml": (
-        [*cfg("configs/trainer/cpu.yaml"), *cfg("configs/model/lm/tiny.yaml"),
-         *cfg("recipes/language_modeling/gpu_8k.yaml"), *BYTES]),
+        [*cfg("recipes/language_modeling/gpu_8k.yaml"), *cfg("configs/trainer/cpu.yaml"),
+         *cfg("configs/model/lm/tiny.yaml"), *BYTES]),
     "recipes/language_modeling/gpu_16k.yaml": (
-        [*cfg("configs/trainer/cpu.yaml"), *cfg("configs/model/lm/tiny.yaml"),
-         *cfg("recipes/language_modeling/gpu_16k.yaml"), *BYTES]),
+        [*cfg("recipes/language_modeling/gpu_16k.yaml"), *cfg("configs/trainer/cpu.yaml"),
+         *cfg("configs/model/lm/tiny.yaml"), *BYTES]),
     "recipes/long_range/passkey.yaml": (
         [*cfg("recipes/long_range/passkey.yaml"), *cfg("configs/model/lm/tiny.yaml"),
          "--data.init_args.seq_len", "256", "--data.init_args.batch_size", "2", "--data.init_args.val_samples", "2"]),

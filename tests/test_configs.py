@@ -47,11 +47,11 @@ STACKS = {
     "configs/trainer/gpu_bf16.yaml": (["configs/model/lm/tiny.yaml", LM_DATA], []),
     "configs/trainer/gpu_fp16.yaml": (["configs/model/lm/tiny.yaml", LM_DATA], []),
     "configs/trainer/multinode.yaml": (["configs/model/lm/tiny.yaml", LM_DATA, "configs/trainer/ddp.yaml"], []),
-    # recipes: complete, except the GPU LM recipes, which stack on a trainer and a model preset
+    # recipes: complete, each alone (the GPU LM recipes pull in their presets through base_configs)
     "recipes/image_feature_map/pathfinder.yaml": ([], []),
     "recipes/language_modeling/cpu.yaml": ([], []),
-    "recipes/language_modeling/gpu_16k.yaml": ([CPU, "configs/model/lm/base.yaml"], []),
-    "recipes/language_modeling/gpu_8k.yaml": ([CPU, "configs/model/lm/base.yaml"], []),
+    "recipes/language_modeling/gpu_16k.yaml": ([], []),
+    "recipes/language_modeling/gpu_8k.yaml": ([], []),
     "recipes/long_range/listops.yaml": ([], []),
     "recipes/long_range/passkey.yaml": ([], []),
     "recipes/long_range/passkey_encoder.yaml": ([], []),
@@ -59,7 +59,7 @@ STACKS = {
     "configs/model/light_only.yaml": (["configs/model/lm/tiny.yaml", LM_DATA], []),
 }
 LINKED = {"vocab_size", "seq_len", "max_seq_len", "num_classes", "image_size", "in_channels", "num_readout"}
-TOP_LEVEL = {"seed_everything", "trainer", "model", "data", "checkpoint", "router_monitor", "optimizer",
+TOP_LEVEL = {"base_configs", "seed_everything", "trainer", "model", "data", "checkpoint", "router_monitor", "optimizer",
              "lr_scheduler", "ckpt_path"}
 
 
@@ -108,6 +108,7 @@ def _lookup(config, key: str):
 def _assert_values_kept(config, raw: dict, extra: list) -> None:
     """The file's own scalar values are the ones in the parsed config (unless linked from the data
     or overridden on the command line)."""
+    raw = {key: value for key, value in raw.items() if key != "base_configs"}
     for key, value in _scalars(raw):
         if key.rsplit(".", 1)[-1] in LINKED or f"--{key}" in extra:
             continue
@@ -127,7 +128,9 @@ def test_config_parses_and_builds(name, tmp_path, monkeypatch):
     assert isinstance(raw, dict) and set(raw) <= TOP_LEVEL, f"unexpected top-level keys {set(raw) - TOP_LEVEL}"
 
     args = _args(name, tmp_path)
-    gpu_only = any(marker in (REPO / p).read_text() for p in [*STACKS[name][0], name] for marker in GPU_ONLY)
+    files = [REPO / p for p in [*STACKS[name][0], name]]
+    files += [(REPO / name).parent / base for base in raw.get("base_configs", [])]
+    gpu_only = any(marker in f.read_text() for f in files for marker in GPU_ONLY)
     if gpu_only:  # parse and validate only: the GPU Trainer can't be built here
         monkeypatch.setattr(CoLT5CLI, "instantiate_classes", lambda self: None)
     result = cli(args, run=False)
