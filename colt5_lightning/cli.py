@@ -9,12 +9,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import inspect
 import os
 import pickle
 import re
 import signal
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import List, Optional
@@ -23,13 +25,13 @@ import lightning.pytorch as pl
 import torch
 import yaml
 from jsonargparse import Namespace
-from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from .config_files import ConfigFileError, expand_base_configs
 from .training import LastCheckpoint, NonFiniteGuard, RandomStateCheckpoint, RouterMonitor
+from .training.progress import StepsProgressBar
 from .training.run_dirs import (ENV as RUN_DIR_ENV, LAST, RunDirError, claim_run_dir, find_checkpoint,
                                 is_worker_process, newest_run_with_checkpoint)
 
@@ -134,21 +136,23 @@ class CoLT5CLI(LightningCLI):
         except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as ex:
             fail(damaged_checkpoint(self.config[self.config.subcommand].get("ckpt_path"), ex))
 
+    def before_fit(self) -> None:
+        self._fit_started = time.monotonic()
+
     def after_fit(self) -> None:
-        """Says where the run's checkpoint is and what to do with it, instead of ending silently."""
+        """Says what the run reached, where its checkpoint is and what to do next, instead of
+        ending silently."""
         trainer = self.trainer
-        last = getattr(trainer.checkpoint_callback, "last_model_path", "") if trainer.checkpoint_callback else ""
-        if not trainer.is_global_zero or not last:
+        if not trainer.is_global_zero:
             return
-        lines = [f"colt5: trained {trainer.global_step} steps; checkpoint: {last}",
-                 f"  resume:   the same command plus --ckpt_path last",
-                 f"  evaluate: colt5 validate --config <the same configs> --ckpt_path {last}"]
-        if "sample_prompt" in getattr(trainer.lightning_module, "hparams", {}):
-            lines.append(f"  sample:   colt5 sample --ckpt_path {last} --prompt \"def \" --length 200")
-        print("\n".join(lines))
+        if trainer.fast_dev_run:
+            print("colt5: fast_dev_run: one batch trained and validated, nothing saved; the config works")
+            return
+        last = getattr(trainer.checkpoint_callback, "last_model_path", "") if trainer.checkpoint_callback else ""
+        print("\n".join(fit_summary(trainer, last, time.monotonic() - getattr(self, "_fit_started", time.monotonic()))))
 
     def _instantiate_trainer(self, config, callbacks):
-        if config.get("enable_progress_bar") is False:  # the default RichProgressBar would be refused
+        if config.get("enable_progress_bar") is False:  # the default progress bar would be refused
             self.trainer_defaults = {k: v for k, v in self.trainer_defaults.items() if k != "callbacks"}
         try:
             return super()._instantiate_trainer(config, callbacks)
@@ -158,6 +162,28 @@ class CoLT5CLI(LightningCLI):
                 hint = ("; this machine has no CUDA GPU: drop the GPU preset or add "
                         "--trainer.accelerator cpu --trainer.precision 32-true")
             fail(f"the trainer could not be built: {ex}{hint}")
+
+
+def fit_summary(trainer: pl.Trainer, checkpoint: str, seconds: float) -> List[str]:
+    """The lines printed when `colt5 fit` ends: steps and time, the validation metrics, the
+    latest sample, and the next commands."""
+    metrics = {k: float(v) for k, v in sorted(trainer.callback_metrics.items())
+               if k.startswith("val/") and getattr(v, "numel", lambda: 1)() == 1}
+    minutes, secs = divmod(int(round(seconds)), 60)
+    lines = [f"colt5: trained {trainer.global_step} steps in {minutes} min {secs} s"
+             + ("; " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()) if metrics else "")]
+    sample = getattr(trainer.lightning_module, "last_sample", None)
+    if sample:
+        lines.append(f"  latest sample: {sample[:120]!r}")
+    if checkpoint:
+        lines += [f"  checkpoint: {checkpoint}",
+                  "  resume:     the same command plus --ckpt_path last (and a larger --trainer.max_steps)",
+                  f"  evaluate:   colt5 validate --config <the same configs> --ckpt_path {checkpoint}"]
+        if "sample_prompt" in getattr(trainer.lightning_module, "hparams", {}):
+            lines.append(f"  sample:     colt5 sample --ckpt_path {checkpoint} --prompt \"def \" --length 200")
+    if trainer.log_dir:
+        lines.append(f"  curves:     tensorboard --logdir {trainer.log_dir}   or   colt5 plot {trainer.log_dir}")
+    return lines
 
 
 def place_run(config) -> Optional[Path]:
@@ -264,6 +290,7 @@ def cli(args: Optional[List[str]] = None, run: bool = True) -> CoLT5CLI:
     warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
     # a resumed run writes to a new folder; with save_top_k 0 there is no best-k state to reload
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_drop_litlogger_tip)
     if args is None or isinstance(args, (list, tuple)):
         try:
             args = expand_base_configs(sys.argv[1:] if args is None else args)
@@ -285,12 +312,17 @@ def cli(args: Optional[List[str]] = None, run: bool = True) -> CoLT5CLI:
 DEFAULT_ROOT_DIR = "logs/colt5"
 
 
+def _drop_litlogger_tip(record: logging.LogRecord) -> bool:
+    """Lightning 2.6 advertises its cloud logger at the start of every run; nothing to act on."""
+    return "try installing [litlogger]" not in str(record.msg)
+
+
 def trainer_defaults() -> dict:
     """Built afresh for every call, as new objects rather than lazy instances: a lazy instance
     turns into its object when first used, so one run's progress bar (and, through it, its
     trainer) would be handed to the next run in the same process. The loggers are left to
     place_run, which puts them in the run's own folder."""
-    return {"default_root_dir": DEFAULT_ROOT_DIR, "callbacks": [RichProgressBar()]}
+    return {"default_root_dir": DEFAULT_ROOT_DIR, "callbacks": [StepsProgressBar()]}
 
 
 def sample(args: List[str]) -> str:

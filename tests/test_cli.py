@@ -281,6 +281,26 @@ def test_fit_ends_by_naming_its_checkpoint_and_the_next_commands(tmp_path, capsy
     assert "--ckpt_path last" in out and f"colt5 sample --ckpt_path {ckpt_dir / 'last.ckpt'}" in out
 
 
+def test_fit_ends_with_its_validation_metrics_and_where_to_see_its_curves(capsys):
+    result = cli(["fit", *TINY_LM, "--trainer.max_steps", "2", "--trainer.val_check_interval", "2"])
+    out = capsys.readouterr().out
+    loss = float(result.trainer.callback_metrics["val/loss"])
+    assert f"colt5: trained 2 steps in " in out and f"val/loss {loss:.4g}" in out
+    assert f"tensorboard --logdir {result.trainer.log_dir}" in out
+
+
+def test_the_debug_preset_checks_a_config_and_writes_nothing(tmp_path, capsys):
+    cli(["fit", *TINY_LM, *cfg("configs/trainer/debug.yaml")])
+    assert "nothing saved; the config works" in capsys.readouterr().out
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_no_cloud_logger_advert_at_the_start_of_a_run(caplog):
+    with caplog.at_level("INFO"):
+        cli(["fit", *TINY_LM, "--trainer.max_steps", "1"])
+    assert "litlogger" not in caplog.text
+
+
 @pytest.mark.parametrize("option, value, expected", [
     ("--model.init_args.light_heads", "0", "LanguageModelModule: light_heads must be a positive int, got 0"),
     ("--data.init_args.batch_size", "0", "batch_size must be a positive int, got 0"),

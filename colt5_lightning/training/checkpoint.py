@@ -59,6 +59,8 @@ class LastCheckpoint(ModelCheckpoint):
         self._last_checkpoint_saved = filepath
 
     def on_exception(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", exception: BaseException) -> None:
+        if trainer.fast_dev_run:
+            return  # a dry run saves nothing, as Lightning's own saves do not
         if isinstance(exception, (NonFiniteError, CheckpointDirError)):
             return  # the weights are not worth saving, or there is nowhere to save them
         if self.save_top_k != 0 or not self.save_last:
@@ -68,6 +70,8 @@ class LastCheckpoint(ModelCheckpoint):
             rank_zero_info(f"{type(exception).__name__} at step {trainer.global_step}: saved {self.last_model_path}")
 
     def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if trainer.fast_dev_run:
+            return
         if self.save_last and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
             self._last_global_step_saved = trainer.global_step
