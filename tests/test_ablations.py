@@ -73,7 +73,7 @@ def test_relative_bias_lets_a_head_look_at_the_token_before(causal):
         attn.to_qkv.weight[2 * DIM:] = torch.eye(DIM)  # v = x, q = k = 0
         attn.to_out.weight.copy_(torch.eye(DIM))
         bias = attn.relative_bias
-        bias.table[0, 2 * bias.block - 1 - 1] = 50.0 / bias.scale  # offset -1: 50 logits
+        bias.table[0, bias.reach_back - 1] = 50.0 / bias.scale  # offset -1: 50 logits
     x = torch.randn(1, N, DIM)
     torch.testing.assert_close(attn(x)[:, 1:], x[:, :-1], atol=1e-4, rtol=0)
 

@@ -345,27 +345,37 @@ def test_light_checkpoint_gives_the_same_gradients():
     torch.testing.assert_close(grads[1], grads[0])
 
 
-def dense_reference_local_attention(q, k, v, window, causal, key_mask):
-    """Full attention with an explicit (n × n) mask: block i sees blocks i-1, i (and i+1 unless
-    causal, where it sees only positions up to itself); padded keys are hidden except a query's own."""
+def dense_reference_local_attention(q, k, v, reach_back, reach_forward, key_mask):
+    """Full attention with an explicit (n × n) band mask: query t sees keys t - reach_back ..
+    t + reach_forward; padded keys are hidden except a query's own."""
     b, n, h, d = q.shape
-    pos = torch.arange(n)
-    qb, kb = (pos // window).view(n, 1), (pos // window).view(1, n)
-    allowed = (kb >= qb - 1) & (kb <= qb + (0 if causal else 1))
-    if causal:
-        allowed &= pos.view(1, n) <= pos.view(n, 1)
+    offset = torch.arange(n).view(1, n) - torch.arange(n).view(n, 1)  # key minus query
+    allowed = (offset >= -reach_back) & (offset <= reach_forward)
     allowed = (allowed & key_mask.view(b, 1, 1, n)) | torch.eye(n, dtype=torch.bool)
     out = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
                                                            v.transpose(1, 2), attn_mask=allowed)
     return out.transpose(1, 2)
 
 
-@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("reach", [(8, 8), (16, 0), (5, 3), (7, 0)], ids=["pm8", "causal16", "5back3fwd", "causal7"])
 @pytest.mark.parametrize("n", [32, 37])
-def test_blocked_local_attention_matches_a_dense_masked_reference(causal, n):
+def test_blocked_local_attention_is_an_exact_sliding_window(reach, n):
     from colt5_lightning.layers.local_attention import blocked_local_attention
     q, k, v = (torch.randn(2, n, 3, 8) for _ in range(3))
     key_mask = torch.rand(2, n) > 0.2
-    got = blocked_local_attention(q, k, v, window=8, causal=causal, key_mask=key_mask)
-    torch.testing.assert_close(got, dense_reference_local_attention(q, k, v, 8, causal, key_mask),
+    got = blocked_local_attention(q, k, v, block=8, reach_back=reach[0], reach_forward=reach[1], key_mask=key_mask)
+    torch.testing.assert_close(got, dense_reference_local_attention(q, k, v, *reach, key_mask),
                                atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("causal, seen", [(False, (48, 80)), (True, (32, 64))], ids=["bidirectional", "causal"])
+@pytest.mark.parametrize("position", ["none", "relative"])
+def test_the_light_window_reaches_as_far_as_colt5_attentions(causal, seen, position):
+    """light_window_size 32: query 64 depends on inputs 48..80 (±16), or 32..64 when causal."""
+    from colt5_lightning.layers.local_attention import LocalAttention
+    attention = LocalAttention(16, heads=2, dim_head=8, window_size=32, causal=causal, position=position)
+    x = torch.randn(1, 128, 16, requires_grad=True)
+    attention(x)[0, 64].sum().backward()
+    touched = (x.grad[0].abs().sum(-1) > 0).nonzero().flatten()
+    assert (touched.min().item(), touched.max().item()) == seen
+    assert len(touched) == seen[1] - seen[0] + 1

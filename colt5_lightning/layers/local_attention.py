@@ -25,52 +25,70 @@ def _look_around(blocks: Tensor, offsets, fill) -> Tensor:
     """
     b, nw, w = blocks.shape[:3]
     rest = blocks.shape[3:]
-    padded = F.pad(blocks.reshape(b, nw * w, -1), (0, 0, w, w), value=fill)  # a fill block at each end
-    starts = (torch.arange(nw, device=blocks.device).view(nw, 1) + 1 - torch.tensor(offsets, device=blocks.device)) * w
+    before, after = max(max(offsets), 0), max(-min(offsets), 0)  # fill blocks at each end
+    padded = F.pad(blocks.reshape(b, nw * w, -1), (0, 0, before * w, after * w), value=fill)
+    starts = (torch.arange(nw, device=blocks.device).view(nw, 1) + before
+              - torch.tensor(offsets, device=blocks.device)) * w
     index = (starts.view(nw, len(offsets), 1) + torch.arange(w, device=blocks.device)).reshape(-1)
     return padded.index_select(1, index).view(b, nw, len(offsets) * w, *rest)
 
 
-def blocked_local_attention(q: Tensor, k: Tensor, v: Tensor, *, window: int, causal: bool,
-                            key_mask: Optional[Tensor] = None, bias: Optional[Tensor] = None) -> Tensor:
-    """q, k, v (b, n, h, d) -> (b, n, h, d). Tokens are cut into blocks of `window`; each block
-    attends to itself and its neighbours (previous and next, or only previous with a causal mask
-    when causal). A query always sees itself, so padded queries give finite (ignored) outputs.
-    bias (h, window, keys) is added to the attention logits of every block (relative positions).
+def look_around_blocks(block: int, reach_back: int, reach_forward: int) -> tuple:
+    """Block offsets (descending: earliest block first, 1 = previous, -1 = next) that cover every
+    key within reach_back before and reach_forward after any query of a block."""
+    back, forward = -(-reach_back // block), -(-reach_forward // block)
+    return tuple(range(back, -forward - 1, -1))
 
-    Blocks are folded into the batch so SDPA sees plain 4-D tensors (b·blocks, h, w, d): that
-    keeps CPU and GPU on their fused kernels instead of the materialising math path.
+
+def blocked_local_attention(q: Tensor, k: Tensor, v: Tensor, *, block: int, reach_back: int, reach_forward: int,
+                            key_mask: Optional[Tensor] = None, bias: Optional[Tensor] = None) -> Tensor:
+    """q, k, v (b, n, h, d) -> (b, n, h, d): an exact sliding window. Query t sees keys t - reach_back
+    .. t + reach_forward (reach_forward 0: causal). A query always sees itself, so padded queries
+    give finite (ignored) outputs. bias (h, block, keys) is added to the attention logits of every
+    block (relative positions; see RelativePositionBias).
+
+    Tokens are cut into blocks of `block`; each block attends to the neighbour blocks that cover
+    its window, with a band mask for the exact reach. Blocks are folded into the batch so SDPA sees
+    plain 4-D tensors (b·blocks, h, block, d): that keeps CPU and GPU on their fused kernels
+    instead of the materialising math path.
     """
     b, n, h, d = q.shape
-    pad = (-n) % window
+    pad = (-n) % block
     if key_mask is None:
         key_mask = torch.ones(b, n, dtype=torch.bool, device=q.device)
     if pad:
         q, k, v = (F.pad(t, (0, 0, 0, 0, 0, pad)) for t in (q, k, v))
         key_mask = F.pad(key_mask, (0, pad), value=False)
-    nw = (n + pad) // window
-    q, k, v = (t.view(b, nw, window, h, d) for t in (q, k, v))
-    km = key_mask.view(b, nw, window)
+    nw = (n + pad) // block
+    q, k, v = (t.view(b, nw, block, h, d) for t in (q, k, v))
+    km = key_mask.view(b, nw, block)
 
-    neighbours = (1, 0) if causal else (1, 0, -1)
+    neighbours = look_around_blocks(block, reach_back, reach_forward)
     ks = _look_around(k, neighbours, 0.0)  # (b, nw, L, h, d)
     vs = _look_around(v, neighbours, 0.0)
     kms = _look_around(km, neighbours, False)  # (b, nw, L)
 
-    qi = torch.arange(window, device=q.device).view(window, 1)
-    kj = torch.arange(len(neighbours) * window, device=q.device).view(1, -1)
-    self_pos = qi + window  # the query's own slot among the keys (its block comes second)
-    structure = (kj <= self_pos) if causal else torch.ones_like(kj, dtype=torch.bool)
-    allowed = (kms.unsqueeze(-2) & structure) | (kj == self_pos)  # (b, nw, w, L)
+    offset = key_offsets(block, neighbours, q.device)  # (block, L): key position minus query position
+    band = (offset >= -reach_back) & (offset <= reach_forward)
+    allowed = (kms.unsqueeze(-2) & band) | (offset == 0)  # (b, nw, block, L)
 
     def fold(t: Tensor) -> Tensor:  # (b, nw, len, h, d) -> (b·nw, h, len, d)
         return t.reshape(b * nw, t.shape[2], h, d).transpose(1, 2)
 
-    attn_mask = allowed.view(b * nw, 1, window, -1)
+    attn_mask = allowed.view(b * nw, 1, block, -1)
     if bias is not None:
-        attn_mask = bias.to(q.dtype).masked_fill(~attn_mask, float("-inf"))  # (b·nw, h, window, keys)
+        attn_mask = bias.to(q.dtype).masked_fill(~attn_mask, float("-inf"))  # (b·nw, h, block, keys)
     out = F.scaled_dot_product_attention(fold(q), fold(ks), fold(vs), attn_mask=attn_mask)
-    return out.transpose(1, 2).reshape(b, nw * window, h, d)[:, :n]
+    return out.transpose(1, 2).reshape(b, nw * block, h, d)[:, :n]
+
+
+def key_offsets(block: int, neighbours: tuple, device=None) -> Tensor:
+    """(block, len(neighbours)·block) long: for each query of a block and each looked-around key
+    slot, the key's position minus the query's."""
+    own = neighbours.index(0)  # the query's own block among the looked-around ones
+    qi = torch.arange(block, device=device).view(block, 1)
+    kj = torch.arange(len(neighbours) * block, device=device).view(1, -1)
+    return kj - own * block - qi
 
 
 def window_attention_2d(q: Tensor, k: Tensor, v: Tensor, *, window: int,
@@ -94,39 +112,44 @@ def window_attention_2d(q: Tensor, k: Tensor, v: Tensor, *, window: int,
 
 
 def light_block_size(window_size: int) -> int:
-    """Blocks of half the window: with one neighbour block on each side every token sees at least
-    window_size/2 tokens on each side (colt5-attention's light window means the same span)."""
+    """The blocks the light attention computes in (and a causal router's segments): half the
+    window, so the exact window of ±window_size/2 spans three blocks."""
     return max(1, window_size // 2)
 
 
+def light_reach(window_size: int, causal: bool) -> tuple:
+    """(reach_back, reach_forward) of the light window, as in colt5-attention: ±window_size/2
+    around each token, or window_size back when causal."""
+    return (window_size, 0) if causal else (window_size // 2, window_size // 2)
+
+
 class RelativePositionBias(nn.Module):
-    """A learned logit bias per head and key offset within the look-around window (as T5's
-    relative attention bias, unbucketed): one parameter lets a head look at, say, the token two
-    back, which rotary embeddings only learn slowly. The table is kept in units of `scale` logits:
-    Adam moves each entry by about lr per step, and a sharp preference needs a bias of several
-    logits, which at lr 2e-3 took thousands of steps in unscaled units."""
+    """A learned logit bias per head and key offset within the window (as T5's relative attention
+    bias, unbucketed): one parameter lets a head look at, say, the token two back, which rotary
+    embeddings only learn slowly. The table is kept in units of `scale` logits: Adam moves each
+    entry by about lr per step, and a sharp preference needs a bias of several logits, which at
+    lr 2e-3 took thousands of steps in unscaled units."""
 
     scale = 16.0
 
-    def __init__(self, heads: int, block: int, causal: bool):
+    def __init__(self, heads: int, block: int, reach_back: int, reach_forward: int):
         super().__init__()
-        self.block = block
-        self.num_blocks = 2 if causal else 3
-        self.table = nn.Parameter(torch.zeros(heads, 4 * block - 1))
+        self.block, self.reach_back, self.reach_forward = block, reach_back, reach_forward
+        self.neighbours = look_around_blocks(block, reach_back, reach_forward)
+        self.table = nn.Parameter(torch.zeros(heads, reach_back + reach_forward + 1))
 
     def forward(self) -> Tensor:
-        """(heads, block, keys) bias for the block layout of blocked_local_attention."""
-        w = self.block
-        qi = torch.arange(w, device=self.table.device).view(w, 1)
-        kj = torch.arange(self.num_blocks * w, device=self.table.device).view(1, -1)
-        offset = kj - w - qi  # key position minus query position
-        return self.scale * self.table[:, offset + 2 * w - 1]
+        """(heads, block, keys) bias for the block layout of blocked_local_attention; entries
+        outside the window (masked there) repeat the edge of the table."""
+        offset = key_offsets(self.block, self.neighbours, self.table.device)
+        index = (offset + self.reach_back).clamp(0, self.reach_back + self.reach_forward)
+        return self.scale * self.table[:, index]
 
 
 class LocalAttention(nn.Module):
-    """Multi-head blocked local attention on already-normalised input (b, n, dim): blocks of
-    window_size/2 tokens, each attending to itself and its neighbour blocks (only the previous
-    one, and causally, when causal). position tells the light branch how far each neighbour is:
+    """Multi-head sliding-window attention on already-normalised input (b, n, dim): each token
+    sees the tokens within window_size/2 on either side, or window_size back when causal (the
+    reach of colt5-attention's light branch). position tells the light branch how far each key is:
     'none', 'rotary' (queries and keys rotated by their positions) or 'relative' (a learned
     logit bias per head and offset)."""
 
@@ -138,12 +161,13 @@ class LocalAttention(nn.Module):
         self.dim_head = _checks.positive_int("light_dim_head", dim_head)
         self.window_size = _checks.positive_int("light_window_size", window_size)
         self.block_size = light_block_size(window_size)
+        self.reach = light_reach(window_size, causal)
         self.causal = causal
         self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
         self.to_out = nn.Linear(heads * dim_head, dim, bias=False)
         self.position = _checks.one_of("light_position", position, LIGHT_POSITIONS)
         self.rotary = RotaryEmbedding(dim_head) if position == "rotary" else None
-        self.relative_bias = (RelativePositionBias(heads, self.block_size, causal) if position == "relative"
+        self.relative_bias = (RelativePositionBias(heads, self.block_size, *self.reach) if position == "relative"
                               else None)
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
@@ -152,8 +176,8 @@ class LocalAttention(nn.Module):
         if self.rotary is not None:
             q, k = self.rotary(q, k)
         bias = None if self.relative_bias is None else self.relative_bias()
-        attend = partial(blocked_local_attention, window=self.block_size, causal=self.causal, key_mask=mask,
-                         bias=bias)
+        attend = partial(blocked_local_attention, block=self.block_size, reach_back=self.reach[0],
+                         reach_forward=self.reach[1], key_mask=mask, bias=bias)
         if self.checkpoint and torch.is_grad_enabled():
             out = torch.utils.checkpoint.checkpoint(attend, q, k, v, use_reentrant=False)
         else:

@@ -1,0 +1,34 @@
+"""Against colt5-attention 0.11.2 itself, with copied weights (runs where it is installed:
+`pip install -e ".[bench]"`). So far: the light branch's window."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+local_attention = pytest.importorskip("local_attention", reason="colt5-attention (and local-attention) not installed")
+pytest.importorskip("colt5_attention", reason="colt5-attention not installed")
+
+from colt5_lightning.layers.local_attention import LocalAttention  # noqa: E402
+
+
+@pytest.mark.parametrize("window", [16, 32])
+@pytest.mark.parametrize("padded", [False, True])
+def test_the_bidirectional_light_branch_equals_colt5_attentions(window, padded):
+    """colt5-attention's light attention: local_attention.LocalMHA, window light_window_size // 2,
+    one block back and forward, exact window (its default)."""
+    torch.manual_seed(0)
+    dim, heads, dim_head, n = 32, 2, 16, 100
+    reference = local_attention.LocalMHA(dim=dim, dim_head=dim_head, heads=heads, window_size=window // 2,
+                                         prenorm=True, causal=False, use_rotary_pos_emb=False,
+                                         look_backward=1, look_forward=1).eval()
+    ours = LocalAttention(dim, heads=heads, dim_head=dim_head, window_size=window).eval()
+    ours.to_qkv.weight.data.copy_(reference.to_qkv.weight)
+    ours.to_out.weight.data.copy_(reference.to_out.weight)
+    x = torch.randn(2, n, dim)
+    mask = torch.ones(2, n, dtype=torch.bool)
+    if padded:
+        mask[1, 70:] = False
+    with torch.no_grad():
+        expected = reference(x, mask=mask)
+        got = ours(reference.norm(x), mask)
+    torch.testing.assert_close(got[mask], expected[mask], atol=1e-5, rtol=1e-5)
