@@ -32,3 +32,19 @@ def test_the_bidirectional_light_branch_equals_colt5_attentions(window, padded):
         expected = reference(x, mask=mask)
         got = ours(reference.norm(x), mask)
     torch.testing.assert_close(got[mask], expected[mask], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_topk_equals_colt5_attentions_when_its_solver_converges(masked):
+    from colt5_attention import topk as reference_topk
+
+    from colt5_lightning import topk
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 64)
+    mask = (torch.rand(3, 64) > 0.3) if masked else None
+    expected = reference_topk(x, 8, n_iters=2000, eps=0.1, mask=mask)
+    got = topk(x, 8, eps=0.1, mask=mask)
+    torch.testing.assert_close(got.indices, expected.indices)
+    torch.testing.assert_close(got.values, expected.values)
+    torch.testing.assert_close(got.coor_descent_values, expected.coor_descent_values, atol=1e-4, rtol=1e-4)

@@ -203,7 +203,7 @@ class _CoorDescent(torch.autograd.Function):
         return grad_s, None, None, None, None, None
 
 
-def coor_descent(s: Tensor, *, k: K, n_iters: int, eps: float, eps_init: Optional[float] = None,
+def coor_descent(s: Tensor, *, k: K, n_iters: int, eps: float = 0.1, eps_init: Optional[float] = None,
                  eps_decay: float = 1.0, mask: Optional[Tensor] = None, method: str = "exact",
                  fused: Optional[bool] = None) -> Tensor:
     """Coordinate-descent soft top-k (Qian et al. 2022, eq. 5): the maximiser of s.λ + εH(λ) with
@@ -214,7 +214,7 @@ def coor_descent(s: Tensor, *, k: K, n_iters: int, eps: float, eps_init: Optiona
     float precision whatever the scores); method='iterative' runs the ε-scaled descent, n_iters
     steps from eps_init down by eps_decay to eps (give a schedule at small ε, e.g. eps_init=4,
     eps_decay=0.7). Both backpropagate by implicit differentiation, O(n) memory. `fused=None`
-    compiles the solver on CUDA and runs it eagerly elsewhere.
+    compiles the solver on CUDA and runs it eagerly elsewhere. eps defaults to colt5-attention's 0.1.
     """
     schedule = _schedule_for(method, n_iters, eps, eps_init, eps_decay)
     s, valid, k, _ = _prepare(s, k, mask)
