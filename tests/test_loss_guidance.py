@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from colt5_lightning.routing.loss_guidance import loss_guided_routing_loss, recording_router_scores
+from colt5_lightning.routing.loss_guidance import loss_guided_routing_loss, recording_router_scores, token_surprise
 from colt5_lightning.training import LanguageModelModule
 
 TINY = dict(dim=32, depth=2, num_heavy_attn_tokens_q=8, num_heavy_attn_tokens_kv=8, num_heavy_ff_tokens=8,
@@ -67,26 +67,37 @@ def test_temperature_must_be_positive():
         loss_guided_routing_loss(torch.zeros(1, 1, 4), torch.zeros(1, 4), ones(1, 4), ones(1, 4), temperature=0)
 
 
-def test_query_and_feed_forward_routers_are_recorded_key_value_routers_are_not():
+def test_readers_and_memories_are_recorded_apart():
     module = LanguageModelModule(seq_len=32, **TINY)
     with recording_router_scores(module.model) as recorded:
         module.model(torch.randint(0, 256, (2, 32)))
-    assert len(recorded) == 2 * TINY["depth"]  # per layer: the query router and the FF router
-    assert all(s.shape == (2, 1, 32) for s in recorded)
+    assert len(recorded.readers) == 2 * TINY["depth"]  # per layer: the query router and the FF router
+    assert len(recorded.memories) == TINY["depth"]  # per layer: the key/value router
+    assert all(s.shape == (2, 1, 32) for s in recorded.readers + recorded.memories)
     with recording_router_scores(module.model) as after:
         pass
     module.model(torch.randint(0, 256, (2, 32)))
-    assert after == []  # the hooks are gone
+    assert after.readers == [] and after.memories == []  # the hooks are gone
 
 
-def test_the_guidance_trains_only_the_guided_routers_vectors():
+def test_surprise_is_the_negative_log_likelihood_of_each_token_given_the_ones_before():
+    logits = torch.randn(2, 6, 11)
+    ids = torch.randint(0, 11, (2, 6))
+    surprise = token_surprise(logits, ids)
+    expected = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 11), ids[:, 1:].reshape(-1),
+                                                 reduction="none").view(2, 5)
+    torch.testing.assert_close(surprise[:, 1:], expected)
+    assert (surprise[:, 0] == 0).all()
+
+
+def test_the_guidance_trains_only_the_routers_vectors():
     module = LanguageModelModule(seq_len=32, **TINY, loss_guided_routing=1.0).train()
     _, _, _, guidance = module._loss(passkey_like_batch())
     names = [name for name, _ in module.named_parameters()]
     grads = torch.autograd.grad(guidance, list(module.parameters()), allow_unused=True)
     reached = {name for name, grad in zip(names, grads) if grad is not None and grad.abs().sum() > 0}
     assert reached and all(name.endswith("routing_tokens") for name in reached)
-    assert not any("kv_router" in name for name in reached)
+    assert {name.split(".")[-2] for name in reached} == {"q_router", "kv_router", "router"}
 
 
 def test_training_step_adds_the_weighted_guidance():
@@ -122,6 +133,6 @@ def test_guided_query_routers_learn_to_rank_the_scored_positions_first():
         optimizer.step()
     with recording_router_scores(module.model) as recorded:
         module.model(batch["input_ids"])
-    first_query_router = recorded[0][:, 0]  # (b, n)
+    first_query_router = recorded.readers[0][:, 0]  # (b, n)
     top5 = first_query_router.topk(5, dim=-1).indices
     assert (top5 >= 32 - 5).float().mean() > 0.9

@@ -2,11 +2,13 @@
 
 A router learns only through the tokens it routes, so a query router that starts by not routing
 a decoder's answer positions never learns that it should (docs/RESULTS.md, section 2). Here the
-query and feed-forward routers also learn to rank positions by how badly the model predicts
-their next token: the target is softmax(token_loss / temperature) over the scored positions, the
-prediction softmax(score) over all valid ones, and the loss their cross-entropy. The token loss
-is detached and the router scores its own detached input, so this trains the routers' vectors
-and nothing else: the model is not pushed to make tokens look hard.
+routers also learn to rank positions: query and feed-forward routers ("readers") by how badly
+the model predicts the token's next token, key/value routers ("memories") by how surprising the
+token itself was to the model (-log p(x_t | x_<t)): what cannot be predicted from the context
+must be remembered, as a pass key's digits. The target is softmax(value / temperature) over the
+positions that have one, the prediction softmax(score) over all valid ones, and the loss their
+cross-entropy. Targets are detached and each router scores its own detached input, so this
+trains the routers' vectors and nothing else: the model is not pushed to make tokens look hard.
 
 It is causal: the target is a training label, and at inference a router still scores position t
 from the hidden state at t alone.
@@ -14,6 +16,7 @@ from the hidden state at t alone.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Iterator, List
 
 import torch
@@ -40,27 +43,42 @@ def loss_guided_routing_loss(scores: Tensor, token_loss: Tensor, scored: Tensor,
     return (per_sample * has_target).sum() / has_target.sum().clamp(min=1)
 
 
-def is_guided(name: str) -> bool:
-    """Query and feed-forward routers are guided; key/value routers are not (what a key/value
-    is worth shows in the queries that read it, not in its own next-token loss)."""
-    return not name.endswith("kv_router")
+def is_memory_router(name: str) -> bool:
+    return name.endswith("kv_router")
+
+
+@dataclass
+class RecordedScores:
+    """Router scores (b, r, n) recorded in one forward, by what they are guided towards."""
+
+    readers: List[Tensor] = field(default_factory=list)   # query and FF routers: the token's next-token loss
+    memories: List[Tensor] = field(default_factory=list)  # key/value routers: how surprising the token was
 
 
 @contextmanager
-def recording_router_scores(model: nn.Module) -> Iterator[List[Tensor]]:
-    """While inside, every forward of a guided router of model appends its scores (b, r, n),
-    taken from its own input with the gradient stopped there, to the yielded list."""
-    recorded: List[Tensor] = []
+def recording_router_scores(model: nn.Module) -> Iterator[RecordedScores]:
+    """While inside, every router forward of model records its scores, taken from its own input
+    with the gradient stopped there, in the yielded RecordedScores."""
+    recorded = RecordedScores()
 
-    def record(router, args, kwargs, _output):
-        x = (args[0] if args else kwargs["x"]).detach()
-        recorded.append(F.linear(x.float(), router.routing_tokens.float()).transpose(1, 2))
+    def hook(into: List[Tensor]):
+        def record(router, args, kwargs, _output):
+            x = (args[0] if args else kwargs["x"]).detach()
+            into.append(F.linear(x.float(), router.routing_tokens.float()).transpose(1, 2))
+        return record
 
-    handles = [module.register_forward_hook(record, with_kwargs=True)
-               for name, module in model.named_modules()
-               if isinstance(module, (Router, CausalRouter)) and is_guided(name)]
+    handles = [module.register_forward_hook(
+                   hook(recorded.memories if is_memory_router(name) else recorded.readers), with_kwargs=True)
+               for name, module in model.named_modules() if isinstance(module, (Router, CausalRouter))]
     try:
         yield recorded
     finally:
         for handle in handles:
             handle.remove()
+
+
+def token_surprise(logits: Tensor, input_ids: Tensor) -> Tensor:
+    """(b, n): -log p(x_t | x_<t) under the model's own (detached) logits; 0 at t = 0."""
+    log_p = logits[:, :-1].detach().float().log_softmax(-1)
+    surprise = -log_p.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return torch.nn.functional.pad(surprise, (1, 0))

@@ -25,7 +25,8 @@ from ..models.routing_args import routing_args
 from ..models import CoLT5LanguageModel
 from .optim import check_optim_args, configure_adamw, no_weight_decay_names
 from .oracle import oracle_for
-from ..routing.loss_guidance import loss_guided_routing_loss, recording_router_scores
+from ..routing.loss_guidance import (RecordedScores, loss_guided_routing_loss, recording_router_scores,
+                                     token_surprise)
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ class LanguageModelModule(pl.LightningModule):
     exact_match=True also logs train/exact_acc and val/exact_acc: the share of samples whose
     scored targets are all the most likely token (for passkey: the greedy key is exact).
     loss_guided_routing > 0 adds, at that weight, a loss that teaches the query and feed-forward
-    routers to rank positions by their detached next-token loss (see routing.loss_guidance),
+    routers to rank positions by their detached next-token loss, and the key/value routers by how
+    surprising each token was (see routing.loss_guidance),
     logged as train/routing_guidance; models without routers (dense, light-only) ignore it, so
     the ablation configs stack on a recipe that sets it."""
 
@@ -83,7 +85,7 @@ class LanguageModelModule(pl.LightningModule):
         whether every scored target is the most likely token (the greedy answer is exact), and
         the routing-guidance loss (None unless training with loss_guided_routing)."""
         guided = self.training and self.hparams.loss_guided_routing > 0
-        recorder = recording_router_scores(self.model) if guided else nullcontext([])
+        recorder = recording_router_scores(self.model) if guided else nullcontext(RecordedScores())
         with oracle_for(self.model, batch, self.hparams.oracle_routing), recorder as router_scores:
             logits = self(batch["input_ids"], batch.get("mask"))
         targets = batch["targets"]
@@ -93,11 +95,15 @@ class LanguageModelModule(pl.LightningModule):
         loss = token_loss.sum() / scored.sum()  # NaN when nothing is scored, as the mean reduction gives
         exact = (((logits.argmax(-1) == targets) | ~scored).all(-1) & scored.any(-1)).float()
         guidance = None
-        if router_scores:
+        if router_scores.readers or router_scores.memories:
             valid = batch.get("mask")
             valid = torch.ones_like(scored) if valid is None else valid.bool()
-            guidance = torch.stack([loss_guided_routing_loss(s, token_loss, scored, valid)
-                                    for s in router_scores]).mean()
+            surprise = token_surprise(logits, batch["input_ids"])
+            after_first = valid.clone()
+            after_first[:, 0] = False
+            guidance = torch.stack(
+                [loss_guided_routing_loss(s, token_loss, scored, valid) for s in router_scores.readers]
+                + [loss_guided_routing_loss(s, surprise, after_first, valid) for s in router_scores.memories]).mean()
         return loss, scored.sum(), exact, guidance
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
