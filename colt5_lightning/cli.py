@@ -456,6 +456,28 @@ def main(args: Optional[List[str]] = None) -> None:
     except SIGTERMException:
         print("colt5: stopped by SIGTERM; resume with the same command plus --ckpt_path last", file=sys.stderr)
         sys.exit(128 + signal.SIGTERM)
+    except Exception as ex:  # noqa: BLE001 - re-raised unless it is a lost peer
+        lost = lost_peer(ex)
+        if lost is None:
+            raise
+        print(f"colt5: error: {lost}", file=sys.stderr)
+        sys.exit(1)
+
+
+LOST_PEER = ("Timed out waiting", "Connection closed by peer", "Connection reset by peer", "NCCL communicator was aborted",
+             "Watchdog caught collective operation timeout")
+
+
+def lost_peer(ex: BaseException) -> Optional[str]:
+    """One line for a distributed job whose peer process died or hung (the collective timed out or
+    its connection closed), or None for any other error."""
+    text = str(ex)
+    if not any(sign in text for sign in LOST_PEER):
+        return None
+    detail = next(line.strip() for line in reversed(text.splitlines()) if any(s in line for s in LOST_PEER))
+    return (f"another process of this distributed job died or stopped answering ({detail[-160:]}). "
+            "The job ends after the strategy's timeout (--trainer.strategy.init_args.timeout, 0:05:00 in the "
+            "DDP and FSDP presets); resume with the same command plus --ckpt_path last")
 
 
 if __name__ == "__main__":

@@ -251,3 +251,55 @@ def test_resuming_from_a_damaged_checkpoint_is_one_clear_error(tmp_path, capsys,
     err = capsys.readouterr().err
     # (the last two lines: pytest's capture can make Lightning's log handler report a closed stream above)
     assert err.strip().splitlines()[-2].startswith(f"colt5: error: cannot resume from {last}: the file is damaged")
+
+
+def _children(pid: int) -> list:
+    """(pid, command line) of the processes whose parent is pid."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            if parent == pid:
+                found.append((int(entry), Path(f"/proc/{entry}/cmdline").read_text().replace("\0", " ")))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
+def test_a_hung_process_ends_a_ddp_job_within_the_timeout_with_one_clear_line(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLT5_CACHE_DIR": str(tmp_path / "cache")}
+    ckpt = tmp_path / "ckpt"
+    command = [*RUN, "--config", str(REPO / "configs/trainer/ddp_cpu.yaml"), "--trainer.strategy.init_args.timeout",
+               "0:00:10", "--trainer.max_steps", "100000", "--checkpoint.dirpath", str(ckpt)]
+    log = tmp_path / "stderr.log"  # a file, not a pipe: a full pipe would block the job's writes
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"),
+                            start_new_session=True)
+    workers = []
+    try:
+        deadline = time.time() + 180
+        while step_so_far(ckpt / "last.ckpt") < 0 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.5)
+        assert proc.poll() is None, log.read_text()[-2000:]
+        workers = [pid for pid, cmd in _children(proc.pid) if "spawn_main" in cmd]
+        assert len(workers) == 2, _children(proc.pid)
+        os.kill(workers[1], signal.SIGSTOP)  # rank 1 hangs: alive, holding its sockets, answering nothing
+        stopped = time.time()
+        returncode = proc.wait(timeout=150)
+        waited = time.time() - stopped
+    finally:
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if proc.poll() is None:
+            proc.kill()
+    err = log.read_text()
+    assert returncode == 1, err[-2000:]
+    assert waited < 10 + 90  # the timeout plus start-up of the error path, not the default 30 minutes
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("colt5: error: another process of this distributed job died or stopped answering"), last
