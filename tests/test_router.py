@@ -322,6 +322,29 @@ def test_forced_routing_routes_the_marked_tokens_at_full_weight_and_then_lets_go
     assert router.forced is None
 
 
+@pytest.mark.parametrize("kinds, forced_names", [(["kv"], {"attn.kv_router"}),
+                                                 (["q", "ff"], {"attn.q_router", "ff.router"}),
+                                                 (None, {"attn.q_router", "attn.kv_router", "ff.router"})])
+def test_forced_routing_can_be_limited_to_router_kinds(kinds, forced_names):
+    from colt5_lightning import ConditionalRoutedTransformerBlock
+    from colt5_lightning.routing.oracle import forced_routing
+    block = ConditionalRoutedTransformerBlock(DIM, light_dim_head=8, light_heads=2, light_window_size=8,
+                                              heavy_dim_head=8, heavy_heads=2, num_heavy_attn_tokens_q=4,
+                                              num_heavy_attn_tokens_kv=4, num_heavy_ff_tokens=4)
+    seen = {}
+    with forced_routing(block, torch.ones(1, 16, dtype=torch.bool), kinds):
+        seen = {name for name, m in block.named_modules() if getattr(m, "forced", None) is not None}
+    assert seen == forced_names
+    assert all(getattr(m, "forced", None) is None for m in block.modules())
+
+
+def test_an_unknown_router_kind_is_named():
+    from colt5_lightning.routing.oracle import forced_routing
+    with pytest.raises(ValueError, match="router kind"):
+        with forced_routing(Router(DIM), torch.ones(1, 4, dtype=torch.bool), ["query"]):
+            pass
+
+
 def test_forced_routing_mask_must_be_batch_by_seq_bool():
     from colt5_lightning.routing.oracle import forced_routing
     with pytest.raises(ValueError, match="bool"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from contextlib import nullcontext
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 import lightning.pytorch as pl
 import torch
@@ -25,6 +25,7 @@ from ..models.routing_args import routing_args
 from ..models import CoLT5LanguageModel
 from .optim import check_optim_args, configure_adamw, no_weight_decay_names
 from .oracle import oracle_for
+from ..routing.oracle import ROUTER_KINDS
 from ..routing.loss_guidance import (RecordedScores, loss_guided_routing_loss, recording_router_scores,
                                      token_surprise)
 
@@ -35,7 +36,8 @@ class LanguageModelModule(pl.LightningModule):
     """The model's arguments are flat init args (see CoLT5LanguageModel), followed by the
     optimizer's (see training.optim) and the sampling settings. `seq_len` is the model's
     max_seq_len: the longest context it is trained on and generates from. oracle_routing=True
-    routes each batch's "route_mask" tokens by hand (a diagnostic, see routing.oracle).
+    routes each batch's "route_mask" tokens by hand (a diagnostic, see routing.oracle); a list of
+    router kinds ('q', 'kv', 'ff') does so only in those routers.
     exact_match=True also logs train/exact_acc and val/exact_acc: the share of samples whose
     scored targets are all the most likely token (for passkey: the greedy key is exact).
     loss_guided_routing > 0 adds, at that weight, a loss that teaches the query and feed-forward
@@ -55,7 +57,8 @@ class LanguageModelModule(pl.LightningModule):
                  lr: float = 1e-3, weight_decay: float = 0.1, betas: Tuple[float, float] = (0.9, 0.95),
                  warmup_steps: int = 100, max_steps: Optional[int] = None, min_lr_ratio: float = 0.1,
                  sample_prompt: str = "def ", sample_length: int = 128, sample_temperature: float = 0.8,
-                 sample_top_k: Optional[int] = 32, sample_seed: int = 0, oracle_routing: bool = False,
+                 sample_top_k: Optional[int] = 32, sample_seed: int = 0,
+                 oracle_routing: Union[bool, List[str]] = False,
                  exact_match: bool = False, loss_guided_routing: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
@@ -69,6 +72,9 @@ class LanguageModelModule(pl.LightningModule):
         if not isinstance(sample_length, int) or sample_length < 0:
             raise ValueError(f"sample_length must be a non-negative int (0 disables samples), got {sample_length!r}")
         _checks.non_negative_number("loss_guided_routing", loss_guided_routing)
+        if not isinstance(oracle_routing, bool):
+            for kind in oracle_routing:
+                _checks.one_of("oracle_routing", kind, ROUTER_KINDS)
         self.model = CoLT5LanguageModel(vocab_size=vocab_size, max_seq_len=seq_len, dim=dim, depth=depth,
                                         **routing_args(locals()), tie_embeddings=tie_embeddings, dense=dense,
                                         light_position=light_position, absolute_positions=absolute_positions)
