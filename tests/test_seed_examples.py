@@ -104,3 +104,24 @@ def test_variable_length_sequences_as_the_readme_promises(tokens):
                                               num_heavy_attn_tokens_q=32, num_heavy_attn_tokens_kv=32)
     out = block(tokens, mask=mask)
     assert out.shape == (B, N, DIM) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("make, call", [
+    (lambda **kw: ConditionalRoutedFeedForward(16, num_heavy_tokens=4, **kw), lambda m, x: m(x)),
+    (lambda **kw: ConditionalRoutedAttention(16, num_heavy_tokens_q=4, num_heavy_tokens_kv=4, light_dim_head=8,
+                                             light_heads=2, light_window_size=8, heavy_dim_head=8, heavy_heads=2,
+                                             use_flash_attn=True, **kw), lambda m, x: m(x)),
+    (lambda **kw: ConditionalRoutedTransformerBlock(16, num_heavy_attn_tokens_q=4, num_heavy_attn_tokens_kv=4,
+                                                    num_heavy_ff_tokens=4, light_dim_head=8, light_heads=2,
+                                                    light_window_size=8, heavy_dim_head=8, heavy_heads=2,
+                                                    use_flash_attn=True, **kw), lambda m, x: m(x)),
+    (lambda **kw: ConditionalRoutedCrossAttention(16, num_tokens_q=4, num_tokens_kv=4, dim_head=8, heads=2,
+                                                  use_flash_attn=True, **kw), lambda m, x: m(x, x)),
+], ids=["feedforward", "attention", "block", "cross"])
+def test_the_reference_kernel_switches_are_accepted_and_change_nothing(make, call):
+    torch.manual_seed(0)
+    plain = make().eval()
+    switched = make(use_triton=True).eval()
+    switched.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 16, 16)
+    torch.testing.assert_close(call(switched, x), call(plain, x))

@@ -22,7 +22,10 @@ class RoutedAttentionBase(nn.Module):
                  router_straight_through: bool = False, router_type: str = "coor_descent",
                  router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs",
                  light_checkpoint: bool = False, causal_segment: Optional[int] = None,
-                 max_seq_len: Optional[int] = None, heavy: bool = True, light_position: str = "none"):
+                 max_seq_len: Optional[int] = None, heavy: bool = True, light_position: str = "none",
+                 use_triton: bool = False, use_flash_attn: bool = False):
+        # use_triton / use_flash_attn: colt5-attention's switches for its fused kernels; here the
+        # fast paths (SDPA, the compiled solver on CUDA) are always taken, so they change nothing
         super().__init__()
         self.dim = _checks.positive_int("dim", dim)
         self.num_heavy_tokens_q = _checks.positive_int("num_heavy_tokens_q", num_heavy_tokens_q)

@@ -26,7 +26,8 @@ class ConditionalRoutedTransformerBlock(nn.Module):
                  router_straight_through: bool = False, router_type: str = "coor_descent",
                  router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs", causal: bool = False,
                  light_checkpoint: bool = False, max_seq_len: Optional[int] = None, heavy: bool = True,
-                 light_position: str = "none"):
+                 light_position: str = "none", use_triton: bool = False, use_flash_attn: bool = False):
+        # use_triton / use_flash_attn: colt5-attention's kernel switches; the fast paths are always taken here
         super().__init__()
         routing = dict(router_straight_through=router_straight_through, router_type=router_type,
                        router_kwargs=router_kwargs)

@@ -20,7 +20,9 @@ class ConditionalRoutedCrossAttention(nn.Module):
     def __init__(self, dim: int, *, num_tokens_q: int, num_tokens_kv: int, dim_head: int = 64,
                  heads: int = 8, dim_context: Optional[int] = None, kv_routing_tokens: int = 1,
                  router_straight_through: bool = False, router_type: str = "coor_descent",
-                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs"):
+                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs",
+                 use_triton: bool = False, use_flash_attn: bool = False):
+        # use_triton / use_flash_attn: colt5-attention's kernel switches; the fast paths are always taken here
         super().__init__()
         self.dim = _checks.positive_int("dim", dim)
         self.dim_context = dim if dim_context is None else _checks.positive_int("dim_context", dim_context)

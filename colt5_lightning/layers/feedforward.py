@@ -16,14 +16,15 @@ class ConditionalRoutedFeedForward(nn.Module):
     causal=True routes by CausalRouter (segment j by a threshold learned on segment j-1), so no
     output depends on later tokens; `causal_segment_size` sets the segment length and
     `max_seq_len` the length the token budget is for (default: each input's own length).
-    heavy=False keeps only the light FF (the light-only ablation).
+    heavy=False keeps only the light FF (the light-only ablation). use_triton (colt5-attention's
+    fused-solver switch) is accepted and changes nothing: the compiled solver is used on CUDA anyway.
     """
 
     def __init__(self, dim: int, *, num_heavy_tokens: int, light_ff_mult: float = 0.5,
                  heavy_ff_mult: float = 4, router_straight_through: bool = False,
                  router_type: str = "coor_descent", router_kwargs: Optional[dict] = None,
                  causal: bool = False, causal_segment_size: int = 128, max_seq_len: Optional[int] = None,
-                 heavy: bool = True):
+                 heavy: bool = True, use_triton: bool = False):
         super().__init__()
         self.dim = _checks.positive_int("dim", dim)
         self.num_heavy_tokens = _checks.positive_int("num_heavy_tokens", num_heavy_tokens)
