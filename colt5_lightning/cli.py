@@ -181,8 +181,10 @@ def fit_summary(trainer: pl.Trainer, checkpoint: str, seconds: float) -> List[st
                   f"  evaluate:   colt5 validate --config <the same configs> --ckpt_path {checkpoint}"]
         if "sample_prompt" in getattr(trainer.lightning_module, "hparams", {}):
             lines.append(f"  sample:     colt5 sample --ckpt_path {checkpoint} --prompt \"def \" --length 200")
-    if trainer.log_dir:
-        lines.append(f"  curves:     tensorboard --logdir {trainer.log_dir}   or   colt5 plot {trainer.log_dir}")
+    # the first logger's folder, not trainer.log_dir: that one is a broadcast, and only rank 0 gets here
+    log_dir = getattr(trainer.loggers[0], "log_dir", None) if trainer.loggers else None
+    if log_dir:
+        lines.append(f"  curves:     tensorboard --logdir {log_dir}   or   colt5 plot {log_dir}")
     return lines
 
 
