@@ -25,6 +25,7 @@ import lightning.pytorch as pl
 import torch
 import yaml
 from jsonargparse import Namespace
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
@@ -138,6 +139,11 @@ class CoLT5CLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._fit_started = time.monotonic()
+        config = self.config[self.subcommand]
+        if (str(config["trainer"].get("accelerator")) == "auto" and self.trainer.is_global_zero
+                and isinstance(self.trainer.accelerator, CPUAccelerator)):
+            print(f"colt5: no GPU found, training on the CPU with {torch.get_num_threads()} threads "
+                  "(recipe headers say how long that takes)", file=sys.stderr)
 
     def after_fit(self) -> None:
         """Says what the run reached, where its checkpoint is and what to do next, instead of

@@ -289,6 +289,12 @@ def test_fit_ends_with_its_validation_metrics_and_where_to_see_its_curves(capsys
     assert f"tensorboard --logdir {result.trainer.log_dir}" in out
 
 
+@pytest.mark.parametrize("accelerator, says", [("auto", not torch.cuda.is_available()), ("cpu", False)])
+def test_falling_back_to_the_cpu_is_said(accelerator, says, capsys):
+    cli(["fit", *TINY_LM, "--trainer.accelerator", accelerator, "--trainer.max_steps", "1"])
+    assert ("no GPU found, training on the CPU" in capsys.readouterr().err) == says
+
+
 def test_the_debug_preset_checks_a_config_and_writes_nothing(tmp_path, capsys):
     cli(["fit", *TINY_LM, *cfg("configs/trainer/debug.yaml")])
     assert "nothing saved; the config works" in capsys.readouterr().out
