@@ -136,3 +136,17 @@ def test_guided_query_routers_learn_to_rank_the_scored_positions_first():
     first_query_router = recorded.readers[0][:, 0]  # (b, n)
     top5 = first_query_router.topk(5, dim=-1).indices
     assert (top5 >= 32 - 5).float().mean() > 0.9
+
+
+def test_an_oracle_warm_start_is_released_after_its_steps():
+    from types import SimpleNamespace
+    module = LanguageModelModule(seq_len=32, **TINY, oracle_routing=True, oracle_steps=3)
+    module._trainer = SimpleNamespace(global_step=2)
+    assert module._oracle_now() is True
+    module._trainer = SimpleNamespace(global_step=3)
+    assert module._oracle_now() is False
+
+
+def test_oracle_steps_must_be_positive():
+    with pytest.raises(ValueError, match="oracle_steps"):
+        LanguageModelModule(seq_len=32, **TINY, oracle_routing=True, oracle_steps=0)

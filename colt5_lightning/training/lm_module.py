@@ -37,7 +37,9 @@ class LanguageModelModule(pl.LightningModule):
     optimizer's (see training.optim) and the sampling settings. `seq_len` is the model's
     max_seq_len: the longest context it is trained on and generates from. oracle_routing=True
     routes each batch's "route_mask" tokens by hand (a diagnostic, see routing.oracle); a list of
-    router kinds ('q', 'kv', 'ff') does so only in those routers.
+    router kinds ('q', 'kv', 'ff') does so only in those routers; with oracle_steps N only for
+    the first N training steps (a warm start: the routers then learn next to a heavy branch that
+    already retrieves), while validation uses the learned routers from step N on.
     exact_match=True also logs train/exact_acc and val/exact_acc: the share of samples whose
     scored targets are all the most likely token (for passkey: the greedy key is exact).
     loss_guided_routing > 0 adds, at that weight, a loss that teaches the query and feed-forward
@@ -59,7 +61,8 @@ class LanguageModelModule(pl.LightningModule):
                  sample_prompt: str = "def ", sample_length: int = 128, sample_temperature: float = 0.8,
                  sample_top_k: Optional[int] = 32, sample_seed: int = 0,
                  oracle_routing: Union[bool, List[str]] = False,
-                 exact_match: bool = False, loss_guided_routing: float = 0.0):
+                 exact_match: bool = False, loss_guided_routing: float = 0.0,
+                 oracle_steps: Optional[int] = None):
         super().__init__()
         self.save_hyperparameters()
         check_optim_args(lr=lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps,
@@ -72,6 +75,8 @@ class LanguageModelModule(pl.LightningModule):
         if not isinstance(sample_length, int) or sample_length < 0:
             raise ValueError(f"sample_length must be a non-negative int (0 disables samples), got {sample_length!r}")
         _checks.non_negative_number("loss_guided_routing", loss_guided_routing)
+        if oracle_steps is not None:
+            _checks.positive_int("oracle_steps", oracle_steps)
         if not isinstance(oracle_routing, bool):
             for kind in oracle_routing:
                 _checks.one_of("oracle_routing", kind, ROUTER_KINDS)
@@ -92,7 +97,7 @@ class LanguageModelModule(pl.LightningModule):
         the routing-guidance loss (None unless training with loss_guided_routing)."""
         guided = self.training and self.hparams.loss_guided_routing > 0
         recorder = recording_router_scores(self.model) if guided else nullcontext(RecordedScores())
-        with oracle_for(self.model, batch, self.hparams.oracle_routing), recorder as router_scores:
+        with oracle_for(self.model, batch, self._oracle_now()), recorder as router_scores:
             logits = self(batch["input_ids"], batch.get("mask"))
         targets = batch["targets"]
         token_loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100,
@@ -111,6 +116,13 @@ class LanguageModelModule(pl.LightningModule):
                 [loss_guided_routing_loss(s, token_loss, scored, valid) for s in router_scores.readers]
                 + [loss_guided_routing_loss(s, surprise, after_first, valid) for s in router_scores.memories]).mean()
         return loss, scored.sum(), exact, guidance
+
+    def _oracle_now(self):
+        """oracle_routing, or False once oracle_steps training steps are done."""
+        steps = self.hparams.oracle_steps
+        if steps is not None and self._trainer is not None and self.trainer.global_step >= steps:
+            return False
+        return self.hparams.oracle_routing
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, _, exact, guidance = self._loss(batch)
