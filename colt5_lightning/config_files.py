@@ -30,7 +30,7 @@ def expand_base_configs(args: Sequence[str]) -> List[str]:
     i = 0
     while i < len(args):
         arg = args[i]
-        if arg == "--config" and i + 1 < len(args):
+        if arg in ("--config", "-c") and i + 1 < len(args):
             out += _config_args(args[i + 1], ())
             i += 2
         elif arg.startswith("--config="):

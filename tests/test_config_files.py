@@ -66,3 +66,10 @@ def test_a_gpu_recipe_alone_gets_its_trainer_and_model_presets_and_keeps_its_own
     assert config.model.init_args.dim == 512  # configs/model/lm/base.yaml
     assert config.model.init_args.lr == 6.0e-4  # the recipe's own value
     assert config.model.init_args.seq_len == 8192  # linked from the recipe's data
+
+
+def test_the_short_config_flag_is_expanded_too(tmp_path):
+    base = write(tmp_path / "base.yaml", {"seed_everything": 1})
+    recipe = write(tmp_path / "r.yaml", {"base_configs": ["base.yaml"], "trainer": {"max_steps": 2}})
+    args = expand_base_configs(["-c", recipe])
+    assert args[:2] == ["--config", base] and yaml.safe_load(args[3]) == {"trainer": {"max_steps": 2}}

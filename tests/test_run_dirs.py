@@ -131,3 +131,15 @@ def test_two_runs_started_together_write_to_two_folders(tmp_path):
     seeds = {yaml.safe_load((run / "config.yaml").read_text())["seed_everything"] for run in runs}
     assert seeds == {1, 2}  # each run's config is its own, none overwritten
     assert all(saved_step(run / "checkpoints" / "last.ckpt") == 2 for run in runs)
+
+
+@pytest.mark.parametrize("variable", ["LOCAL_RANK", "RANK", "SLURM_PROCID", "PMI_RANK", "OMPI_COMM_WORLD_RANK"])
+def test_processes_of_other_ranks_do_not_claim_a_run_folder(variable, monkeypatch):
+    from colt5_lightning.training.run_dirs import RANK_VARIABLES, is_worker_process
+    for name in RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert not is_worker_process()
+    monkeypatch.setenv(variable, "0")
+    assert not is_worker_process()
+    monkeypatch.setenv(variable, "3")
+    assert is_worker_process()

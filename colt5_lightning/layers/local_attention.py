@@ -118,7 +118,7 @@ def light_block_size(window_size: int) -> int:
 
 
 def light_reach(window_size: int, causal: bool) -> tuple:
-    """(reach_back, reach_forward) of the light window, as in colt5-attention: ±window_size/2
+    """(reach_back, reach_forward) of the light window: ±window_size/2 as in colt5-attention
     around each token, or window_size back when causal."""
     return (window_size, 0) if causal else (window_size // 2, window_size // 2)
 
@@ -149,7 +149,8 @@ class RelativePositionBias(nn.Module):
 class LocalAttention(nn.Module):
     """Multi-head sliding-window attention on already-normalised input (b, n, dim): each token
     sees the tokens within window_size/2 on either side, or window_size back when causal (the
-    reach of colt5-attention's light branch). position tells the light branch how far each key is:
+    bidirectional reach of colt5-attention's light branch; its causal window is blocked and reaches
+    window_size to 2·window_size - 1 back). position tells the light branch how far each key is:
     'none', 'rotary' (queries and keys rotated by their positions) or 'relative' (a learned
     logit bias per head and offset)."""
 

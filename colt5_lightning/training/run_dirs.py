@@ -5,7 +5,8 @@
 
 A new run claims the next free `version_N` with mkdir, which the file system grants to one
 process only, so runs started at the same moment never share a folder. Resuming (`--ckpt_path
-last`) continues in the newest folder that holds a last.ckpt, never in a stale one.
+last`) starts from the last.ckpt of the newest folder that holds one (a run killed before its
+first save has none, so `last` then means the run before it).
 """
 from __future__ import annotations
 
@@ -80,6 +81,10 @@ def find_checkpoint(path: os.PathLike) -> Path:
     return run / LAST
 
 
+RANK_VARIABLES = ("LOCAL_RANK", "NODE_RANK", "RANK",  # Lightning's launcher, torchrun
+                  "SLURM_PROCID", "PMI_RANK", "OMPI_COMM_WORLD_RANK")  # srun, MPI launchers
+
+
 def is_worker_process() -> bool:
-    """A process Lightning (or torchrun) started for a rank other than 0."""
-    return any(os.environ.get(name, "0") not in ("", "0") for name in ("LOCAL_RANK", "NODE_RANK", "RANK"))
+    """A process started for a rank other than 0 (by Lightning, torchrun, srun or mpirun)."""
+    return any(os.environ.get(name, "0") not in ("", "0") for name in RANK_VARIABLES)
