@@ -165,3 +165,40 @@ def test_routing_statistics_on_a_known_routing():
     margin_row1 = float(top[3] - top[4])
     top0 = routing.scores.detach()[0, 0].topk(5).values
     assert float(stats["topk_margin"]) == pytest.approx((margin_row1 + float(top0[3] - top0[4])) / 2, rel=1e-5)
+
+
+def masked_lm_loader(n=8, seq_len=32, marked=(3, 17, 30)):
+    """LM batches with a "route_mask" marking a few positions, as the passkey data gives."""
+    ids = torch.randint(0, 256, (n, seq_len + 1))
+    mask = torch.zeros(seq_len, dtype=torch.bool)
+    mask[list(marked)] = True
+    return DataLoader([{"input_ids": r[:-1], "targets": r[1:], "route_mask": mask} for r in ids], batch_size=4)
+
+
+def recall_keys(depth=2):
+    return {f"router/layer{i}/{kind}/oracle_recall" for i in range(depth) for kind in KINDS}
+
+
+@pytest.mark.parametrize("oracle", [False, True])
+def test_oracle_recall_is_logged_for_batches_with_a_route_mask(tmp_path, oracle):
+    torch.manual_seed(0)
+    module = LanguageModelModule(seq_len=32, **TINY, sample_length=0, oracle_routing=oracle)
+    logged = fit(module, masked_lm_loader(), [RouterMonitor()], CSVLogger(tmp_path)).logged_metrics
+    assert router_keys(logged) == expected_keys() | recall_keys()
+    recalls = [float(logged[k]) for k in recall_keys()]
+    assert all(0.0 <= r <= 1.0 for r in recalls)
+    if oracle:  # routed by hand: every marked token is routed by every router
+        assert recalls == [1.0] * len(recalls)
+
+
+def test_oracle_recall_is_not_logged_without_a_route_mask(tmp_path):
+    logged = fit(lm_module(), lm_loader(), [RouterMonitor()], CSVLogger(tmp_path)).logged_metrics
+    assert not router_keys(logged) & recall_keys()
+
+
+def test_oracle_recall_counts_a_token_selected_by_any_route_or_segment():
+    mask = torch.tensor([[True, False, True, False, True, False]])
+    whole = torch.tensor([[[True, False, False, False, True, True], [False, False, False, False, False, False]]])
+    assert float(router_monitor.oracle_recall(whole, mask)) == pytest.approx(2 / 3)
+    segments = whole[:, :1].view(1, 1, 2, 3).transpose(1, 2).reshape(2, 1, 3)  # (b·S, r, L)
+    assert float(router_monitor.oracle_recall(segments, mask)) == pytest.approx(2 / 3)

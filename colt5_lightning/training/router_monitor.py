@@ -23,6 +23,9 @@ Per router, over the valid (unmasked) tokens of the batch:
                   judged on earlier windows carry over to later tokens.
 - pad_frac:       routed slots that point at padding / routed slots. Must be 0.
 - kv_overlap (q routers only): |queries selected ∩ key/values selected| / |queries selected|.
+- oracle_recall (only for batches with a "route_mask", as the passkey data gives): |selected ∩
+                  route_mask| / |route_mask|, the share of the tokens an oracle would route
+                  (routing.oracle) that the router routed.
 
 Undefined values (e.g. no row has both a selected and an unselected token) are logged as 0,
 so every process logs the same keys. Key/value routing inside segments (causal attention)
@@ -107,16 +110,28 @@ def routing_statistics(routing: Routing, mask: Optional[Tensor] = None,
     }
 
 
+def selected_tokens(selected: Tensor, b: int, n: int) -> Tensor:
+    """(b, n): whether any route selected each token, from a selection (b, r, n), or (b·S, r, L)
+    when the router worked inside segments of L tokens."""
+    if selected.shape[0] != b:
+        bs, r, L = selected.shape
+        selected = selected.view(b, bs // b, r, L).transpose(1, 2).reshape(b, r, -1)[..., :n]
+    return selected.any(1)
+
+
 def query_kv_overlap(q_selected: Tensor, kv_selected: Tensor) -> Tensor:
     """|q ∩ kv| / |q| from selections (b, 1, n) and (b, r, n), or (b·S, r, L) when the key/values
     were routed inside segments of L tokens (a kv position counts if any route selected it)."""
     b, _, n = q_selected.shape
-    if kv_selected.shape[0] != b:
-        bs, r, L = kv_selected.shape
-        S = bs // b
-        kv_selected = kv_selected.view(b, S, r, L).transpose(1, 2).reshape(b, r, S * L)[..., :n]
     q = q_selected.any(1)
-    return (q & kv_selected.any(1)).sum().float() / q.sum().clamp_min(1)
+    return (q & selected_tokens(kv_selected, b, n)).sum().float() / q.sum().clamp_min(1)
+
+
+def oracle_recall(selected: Tensor, route_mask: Tensor) -> Tensor:
+    """|selected ∩ route_mask| / |route_mask| for a selection as in selected_tokens and a (b, n) mask."""
+    b, n = route_mask.shape
+    mask = route_mask.to(selected.device).bool()
+    return (selected_tokens(selected, b, n) & mask).sum().float() / mask.sum().clamp_min(1)
 
 
 def name_routers(module: nn.Module) -> List[Tuple[str, str, nn.Module]]:
@@ -169,6 +184,7 @@ class RouterMonitor(pl.Callback):
         self._stats: Dict[str, Dict[str, Tensor]] = {}
         self._selected: Dict[str, Tensor] = {}
         self._positions: Dict[str, Tensor] = {}
+        self._route_mask: Optional[Tensor] = None
 
     # ---- hooks on the routers -------------------------------------------------------------
     def _hook(self, key: str, module: nn.Module, args: tuple, kwargs: dict, output: Routing) -> None:
@@ -217,6 +233,7 @@ class RouterMonitor(pl.Callback):
         self._selected.clear()
         self._positions.clear()
         self._collect = bool(self._routers) and self._logs_this_step(trainer)
+        self._route_mask = batch.get("route_mask") if isinstance(batch, dict) else None
         every = self.histogram_every_n_steps
         self._histogram = (bool(self._routers) and every > 0 and trainer.global_step % every == 0
                            and trainer.is_global_zero and self._tensorboard(trainer) is not None)
@@ -230,6 +247,7 @@ class RouterMonitor(pl.Callback):
                 if positions.numel():
                     tensorboard.experiment.add_histogram(f"{key}/positions", positions, trainer.global_step)
         self._collect = self._histogram = False
+        self._route_mask = None
         self._stats.clear()
         self._selected.clear()
         self._positions.clear()
@@ -249,6 +267,9 @@ class RouterMonitor(pl.Callback):
                     names.append(f"{key}/kv_overlap")
                     both = key in self._selected and kv_key in self._selected
                     values.append(query_kv_overlap(self._selected[key], self._selected[kv_key]) if both else zero)
+            if self._route_mask is not None:
+                names.append(f"{key}/oracle_recall")
+                values.append(oracle_recall(self._selected[key], self._route_mask) if key in self._selected else zero)
         if not names:
             return
         stacked = torch.stack([v.float().to(zero.device) for v in values])
