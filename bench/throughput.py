@@ -9,7 +9,7 @@ import argparse
 
 import torch
 
-from colt5_lightning.models import CoLT5LanguageModel
+from colt5_lightning.models import CoLT5LanguageModel, RoutingConfig
 
 from .common import autocast, machine, median_time, write_json
 
@@ -18,10 +18,10 @@ DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 def model_kwargs(args, context: int, dense: bool) -> dict:
     k = max(1, context // args.k_ratio)
-    return dict(vocab_size=256, max_seq_len=context, dim=args.dim, depth=args.depth, light_heads=args.heads,
-                heavy_heads=args.heads, light_dim_head=args.dim_head, heavy_dim_head=args.dim_head,
-                light_window_size=args.window, num_heavy_attn_tokens_q=k, num_heavy_attn_tokens_kv=k,
-                num_heavy_ff_tokens=k, dense=dense)
+    routing = RoutingConfig(light_heads=args.heads, heavy_heads=args.heads, light_dim_head=args.dim_head,
+                            heavy_dim_head=args.dim_head, light_window_size=args.window, num_heavy_attn_tokens_q=k,
+                            num_heavy_attn_tokens_kv=k, num_heavy_ff_tokens=k)
+    return dict(vocab_size=256, max_seq_len=context, dim=args.dim, depth=args.depth, routing=routing, dense=dense)
 
 
 def tokens_per_second(args, context: int, dense: bool, device: str, dtype) -> float:

@@ -80,6 +80,7 @@ class CoLT5CLI(LightningCLI):
         # Sizes that come from the data may have no default in the model (SequenceClassificationModule's
         # vocab_size, num_classes): fill them in from the data before the config is validated.
         parse = parser.parse_object if isinstance(args, (dict, Namespace)) else parser.parse_args
+        args, print_config = split_print_config(args)
         try:
             self.config = parse(args, _skip_validation=True)
         except argparse.ArgumentError as ex:  # a value of the wrong type: one line, not the whole usage
@@ -97,6 +98,11 @@ class CoLT5CLI(LightningCLI):
                  else readable_error(ex))
         if data_error is not None:
             fail(f"the data config could not be built: {readable_error(data_error)}")
+        if print_config is not None:  # printed here, after the data's sizes reached the model
+            subcommand_parser = self._subcommand_parsers[subcommand] if subcommand else parser
+            print(subcommand_parser.dump(self.config[subcommand] if subcommand else self.config,
+                                         skip_none=print_config == "skip_null"), end="")
+            sys.exit(0)
 
     def instantiate_classes(self) -> None:
         # a bad value (e.g. light_heads 0) is rejected by the class itself; jsonargparse would bury
@@ -109,8 +115,7 @@ class CoLT5CLI(LightningCLI):
             fail(readable_error(ex))
 
     def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        link_data_to_model(config)
+        config = self.config[self.subcommand] if self.subcommand else self.config  # linked in parse_arguments
         given = config.get("ckpt_path")
         try:
             place_run(config)
@@ -263,6 +268,24 @@ def readable_error(ex: Exception) -> str:
     owner = re.search(r"class_path='([^']+)'", text)
     prefix = f"{owner.group(1)}: " if owner and not any(owner.group(1) in r for r in reasons) else ""
     return prefix + "; ".join(reasons) if reasons else text
+
+
+def split_print_config(args):
+    """(args without --print_config, its value: '' bare, 'skip_null', or None when absent).
+
+    jsonargparse prints the config while parsing, before the data's sizes are copied to the model,
+    so `--print_config` would show a model seq_len that is not the one that trains."""
+    if not isinstance(args, (list, tuple)):
+        return args, None
+    rest, value = [], None
+    for arg in args:
+        if arg == "--print_config" or arg.startswith("--print_config="):
+            value = arg.partition("=")[2]
+            if value not in ("", "skip_null"):
+                fail(f"--print_config={value}: only --print_config and --print_config=skip_null are supported")
+        else:
+            rest.append(arg)
+    return rest, value
 
 
 def link_data_to_model(config) -> None:

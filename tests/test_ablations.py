@@ -7,7 +7,7 @@ import torch
 from colt5_lightning import ConditionalRoutedTransformerBlock
 from colt5_lightning.layers.local_attention import LocalAttention
 from colt5_lightning.layers.rotary import RotaryEmbedding
-from colt5_lightning.models import CoLT5LanguageModel
+from colt5_lightning.models import CoLT5LanguageModel, RoutingConfig
 from colt5_lightning.routing import Router
 from colt5_lightning.routing.causal import CausalRouter
 
@@ -44,8 +44,9 @@ def test_light_only_block_is_the_light_branches_of_the_routed_block(causal):
 @pytest.mark.parametrize("absolute", [True, False])
 def test_language_model_stays_causal_for_every_light_position(heavy, position, absolute):
     torch.manual_seed(0)
-    model = CoLT5LanguageModel(vocab_size=32, max_seq_len=N, dim=DIM, depth=2, heavy=heavy,
-                               light_position=position, absolute_positions=absolute, **SIZES).eval()
+    routing = RoutingConfig(heavy=heavy, light_position=position, **SIZES)
+    model = CoLT5LanguageModel(vocab_size=32, max_seq_len=N, dim=DIM, depth=2, routing=routing,
+                               absolute_positions=absolute).eval()
     ids = torch.randint(0, 32, (1, N))
     changed = ids.clone()
     changed[:, 20:] = (changed[:, 20:] + 1) % 32

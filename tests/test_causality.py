@@ -120,11 +120,11 @@ def test_the_heavy_branch_changes_the_output_of_routed_positions():
 
 @pytest.mark.parametrize("router_type", ["coor_descent", "sinkhorn", "cum_softmax"])
 def test_language_model_prefix_gives_the_same_logits_as_the_full_sequence(router_type):
-    from colt5_lightning.models import CoLT5LanguageModel
-    model = CoLT5LanguageModel(vocab_size=32, max_seq_len=64, dim=32, depth=2, light_heads=2, heavy_heads=2,
-                               light_dim_head=16, heavy_dim_head=16, light_window_size=8,
-                               num_heavy_attn_tokens_q=16, num_heavy_attn_tokens_kv=16, num_heavy_ff_tokens=16,
-                               router_type=router_type).eval()
+    from colt5_lightning.models import CoLT5LanguageModel, RoutingConfig
+    routing = RoutingConfig(light_heads=2, heavy_heads=2, light_dim_head=16, heavy_dim_head=16, light_window_size=8,
+                            num_heavy_attn_tokens_q=16, num_heavy_attn_tokens_kv=16, num_heavy_ff_tokens=16,
+                            router_type=router_type)
+    model = CoLT5LanguageModel(vocab_size=32, max_seq_len=64, dim=32, depth=2, routing=routing).eval()
     ids = torch.randint(0, 32, (2, 64))
     full = model(ids)
     for t in (9, 23, 40, 63):

@@ -141,10 +141,18 @@ def test_resolved_config_saved_next_to_tensorboard_logs():
 
 def test_omegaconf_interpolation_in_user_yaml(tmp_path):
     user = tmp_path / "user.yaml"
-    user.write_text("model:\n  init_args:\n    num_heavy_attn_tokens_q: 8\n"
-                    "    num_heavy_ff_tokens: ${model.init_args.num_heavy_attn_tokens_q}\n")
+    user.write_text("model:\n  init_args:\n    routing:\n      num_heavy_attn_tokens_q: 8\n"
+                    "      num_heavy_ff_tokens: ${model.init_args.routing.num_heavy_attn_tokens_q}\n")
     result = cli([*TINY_LM, "--config", str(user)], run=False)
-    assert result.model.hparams.num_heavy_ff_tokens == 8
+    assert result.model.routing.num_heavy_ff_tokens == 8
+
+
+def test_a_stacked_config_changes_only_the_routing_fields_it_names():
+    result = cli([*cfg("recipes/language_modeling/cpu.yaml"), *cfg("configs/model/light_only.yaml"),
+                  "--model.init_args.routing.router_type", "sinkhorn", "--trainer.logger", "false"], run=False)
+    routing = result.model.routing
+    assert routing.heavy is False and routing.router_type == "sinkhorn"  # the later config, the command line
+    assert routing.light_window_size == 64 and routing.num_heavy_attn_tokens_q == 128  # the recipe's own
 
 
 def test_lm_sizes_come_from_the_data():
@@ -230,7 +238,7 @@ def test_sample_rejects_zero_length(capsys):
 
 
 @pytest.mark.parametrize("option, value, expected", [
-    ("--model.init_args.router_type", "nope", "router_type"),  # rejected by the model
+    ("--model.init_args.routing.router_type", "nope", "router_type"),  # rejected by the model
     ("--model.init_args.depth", "two", "depth"),  # rejected by the parser (not an int)
 ])
 def test_bad_config_value_names_the_option(option, value, expected, capsys):
@@ -308,7 +316,7 @@ def test_no_cloud_logger_advert_at_the_start_of_a_run(caplog):
 
 
 @pytest.mark.parametrize("option, value, expected", [
-    ("--model.init_args.light_heads", "0", "LanguageModelModule: light_heads must be a positive int, got 0"),
+    ("--model.init_args.routing.light_heads", "0", "LanguageModelModule: light_heads must be a positive int, got 0"),
     ("--data.init_args.batch_size", "0", "batch_size must be a positive int, got 0"),
     ("--model.init_args.depth", "two", "LanguageModelModule: depth: Expected a <class 'int'>. Got value: two"),
     ("--no_such_option", "3", "unrecognized arguments: --no_such_option"),
@@ -336,3 +344,20 @@ def test_a_gpu_preset_without_a_gpu_is_one_line_with_the_way_out(capsys):
              "--data.init_args.seq_len", "128"], run=False)
     assert info.value.code == 2
     assert "--trainer.accelerator cpu" in capsys.readouterr().err
+
+
+def test_print_config_shows_the_sizes_that_will_train(capsys):
+    """The main job trains at the data's 4,096 bytes: --print_config shows that, not the model's default."""
+    with pytest.raises(SystemExit) as info:
+        main(["fit", *cfg("recipes/language_modeling/cpu.yaml"), "--print_config"])
+    assert info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["init_args"]["seq_len"] == printed["data"]["init_args"]["seq_len"] == 4096
+    assert printed["model"]["init_args"]["routing"]["light_window_size"] == 64
+
+
+def test_print_config_skip_null_leaves_out_unset_values(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", *cfg("recipes/language_modeling/cpu.yaml"), "--print_config=skip_null"])
+    printed = capsys.readouterr().out
+    assert "null" not in printed and "seq_len: 4096" in printed

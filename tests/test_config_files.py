@@ -64,7 +64,7 @@ def test_a_gpu_recipe_alone_gets_its_trainer_and_model_presets_and_keeps_its_own
     config = cli(["--config", str(REPO / "recipes/language_modeling/gpu_8k.yaml")], run=False).config
     assert config.trainer.precision == "bf16-mixed" and config.trainer.accelerator == "gpu"  # gpu_bf16.yaml
     assert config.model.init_args.dim == 512  # configs/model/lm/base.yaml
-    assert config.model.init_args.lr == 6.0e-4  # the recipe's own value
+    assert config.model.init_args.optim.lr == 6.0e-4  # the recipe's own value
     assert config.model.init_args.seq_len == 8192  # linked from the recipe's data
 
 

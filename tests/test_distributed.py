@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader, default_collate
 
+from colt5_lightning.models import RoutingConfig
 from colt5_lightning.training import LanguageModelModule
 from tests.helpers.record_gradients import RecordFirstGradients
 
@@ -25,9 +26,10 @@ def cfg(name: str) -> list:
     return ["--config", str(REPO / name)]
 
 
-TINY = dict(dim=32, depth=2, num_heavy_attn_tokens_q=8, num_heavy_attn_tokens_kv=8, num_heavy_ff_tokens=8,
-            light_dim_head=8, light_heads=2, light_window_size=8, heavy_dim_head=8, heavy_heads=2,
-            sample_length=0)
+TINY = dict(dim=32, depth=2, sample_length=0,
+            routing=RoutingConfig(num_heavy_attn_tokens_q=8, num_heavy_attn_tokens_kv=8, num_heavy_ff_tokens=8,
+                                  light_dim_head=8, light_heads=2, light_window_size=8, heavy_dim_head=8,
+                                  heavy_heads=2))
 
 
 def byte_samples(n=8, seq_len=32, seed=0):

@@ -141,7 +141,7 @@ def test_a_diverging_run_stops_at_once_naming_the_router_and_keeps_the_last_good
     from colt5_lightning.cli import cli
     from colt5_lightning.training import NonFiniteError
     ckpt = tmp_path / "ckpt"
-    diverge = ["--model.init_args.lr", "1e4", "--model.init_args.warmup_steps", "0",
+    diverge = ["--model.init_args.optim.lr", "1e4", "--model.init_args.optim.warmup_steps", "0",
                "--trainer.gradient_clip_val", "null", "--checkpoint.every_n_train_steps", "1"]
     with pytest.raises(NonFiniteError, match=r"router at training step \d+: .*NaN"):
         cli(RUN[3:] + ["--trainer.max_steps", "50", "--checkpoint.dirpath", str(ckpt)] + diverge)
@@ -170,7 +170,7 @@ def test_losses_after_a_kill_and_resume_equal_an_uninterrupted_run_step_for_step
     import json
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLT5_CACHE_DIR": str(tmp_path / "cache"),
            "PYTHONPATH": str(REPO / "tests")}
-    noisy = ["--model.init_args.router_kwargs", "{score_noise: 1.0}", "--checkpoint.every_n_train_steps", "3",
+    noisy = ["--model.init_args.routing.router_kwargs", "{score_noise: 1.0}", "--checkpoint.every_n_train_steps", "3",
              "--trainer.callbacks+=helpers.record_groups.RecordOptimizerGroups"]
     steps = 60  # the killed run is stopped after step 6, but may have run on a few steps by then
 
@@ -206,7 +206,7 @@ def test_a_resume_from_the_end_of_an_epoch_trains_the_next_epoch_in_full(tmp_pat
     from colt5_lightning.cli import cli
     _sys.path.insert(0, str(REPO / "tests"))
     small = ["--data.init_args.train_samples", "16", "--checkpoint.every_n_train_steps", "8",
-             "--model.init_args.router_kwargs", "{score_noise: 1.0}",
+             "--model.init_args.routing.router_kwargs", "{score_noise: 1.0}",
              "--trainer.callbacks+=helpers.record_groups.RecordOptimizerGroups"]
 
     def losses(name, extra):

@@ -5,11 +5,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from colt5_lightning.routing.loss_guidance import loss_guided_routing_loss, recording_router_scores, token_surprise
+from colt5_lightning.models import RoutingConfig
 from colt5_lightning.training import LanguageModelModule
 
-TINY = dict(dim=32, depth=2, num_heavy_attn_tokens_q=8, num_heavy_attn_tokens_kv=8, num_heavy_ff_tokens=8,
-            light_dim_head=8, light_heads=2, light_window_size=8, heavy_dim_head=8, heavy_heads=2,
-            sample_length=0)
+TINY = dict(dim=32, depth=2, sample_length=0,
+            routing=RoutingConfig(num_heavy_attn_tokens_q=8, num_heavy_attn_tokens_kv=8, num_heavy_ff_tokens=8,
+                                  light_dim_head=8, light_heads=2, light_window_size=8, heavy_dim_head=8,
+                                  heavy_heads=2))
 
 
 def passkey_like_batch(b=4, n=32, answer=5, seed=0):
@@ -112,9 +114,10 @@ def test_training_step_adds_the_weighted_guidance():
     assert torch.allclose(total, loss + 0.5 * guidance)
 
 
-@pytest.mark.parametrize("ablation", [dict(dense=True), dict(heavy=False)], ids=["dense", "light_only"])
+@pytest.mark.parametrize("ablation", [dict(dense=True), dict(routing=TINY["routing"].replace(heavy=False))],
+                         ids=["dense", "light_only"])
 def test_models_without_routers_ignore_the_guidance(ablation):
-    module = LanguageModelModule(seq_len=32, **TINY, **ablation, loss_guided_routing=1.0).train()
+    module = LanguageModelModule(seq_len=32, **{**TINY, **ablation}, loss_guided_routing=1.0).train()
     loss, _, _, guidance = module._loss(passkey_like_batch())
     assert guidance is None and torch.isfinite(loss)
 

@@ -4,13 +4,15 @@ import torch
 
 from colt5_lightning.layers import ConditionalRoutedTransformerBlock, DenseTransformerBlock
 from colt5_lightning.models import (CoLT5Encoder, CoLT5ImageClassifier, CoLT5LanguageModel,
-                                    CoLT5SequenceClassifier)
+                                    CoLT5SequenceClassifier, RoutingConfig)
 from colt5_lightning.routing import ROUTER_TYPES, Router
 from colt5_lightning.routing.causal import CausalRouter
 
-TINY = dict(dim=32, depth=2, num_heavy_attn_tokens_q=8, num_heavy_attn_tokens_kv=8, num_heavy_ff_tokens=8,
-            light_dim_head=8, light_heads=2, light_window_size=8, heavy_dim_head=8, heavy_heads=2)
-VARIANTS = [dict(router_type=t) for t in ROUTER_TYPES] + [dict(dense=True)]
+ROUTING = RoutingConfig(num_heavy_attn_tokens_q=8, num_heavy_attn_tokens_kv=8, num_heavy_ff_tokens=8,
+                        light_dim_head=8, light_heads=2, light_window_size=8, heavy_dim_head=8, heavy_heads=2)
+TINY = dict(dim=32, depth=2, routing=ROUTING)
+IMAGE = dict(dim=32, depth=2, routing=ROUTING.replace(light_window_size=4))
+VARIANTS = [dict(routing=ROUTING.replace(router_type=t)) for t in ROUTER_TYPES] + [dict(dense=True)]
 VARIANT_IDS = list(ROUTER_TYPES) + ["dense"]
 
 
@@ -111,7 +113,7 @@ def test_sequence_classifier_ignores_padding(variant):
 def test_image_classifier_takes_channel_first_images(variant):
     torch.manual_seed(0)
     model = CoLT5ImageClassifier(image_size=16, in_channels=3, num_classes=5, patch_size=2,
-                                 **{**TINY, "light_window_size": 4, **variant})
+                                 **{**TINY, "routing": ROUTING.replace(light_window_size=4), **variant})
     logits = model(torch.randn(2, 3, 16, 16))
     assert logits.shape == (2, 5)
     logits.sum().backward()
@@ -132,7 +134,7 @@ def test_dense_switch_keeps_width_and_depth():
     assert not routers(dense) and routers(routed)
     assert dense.norm.normalized_shape == routed.norm.normalized_shape == (32,)
     block = dense.blocks[0]
-    assert block.attn.heads == TINY["heavy_heads"] and block.attn.dim_head == TINY["heavy_dim_head"]
+    assert block.attn.heads == ROUTING.heavy_heads and block.attn.dim_head == ROUTING.heavy_dim_head
     assert block.ff[0].out_features == 32 * 4  # hidden = dim · heavy_ff_mult
 
 
@@ -140,7 +142,7 @@ def test_dense_switch_keeps_width_and_depth():
     (lambda: CoLT5ImageClassifier(image_size=15, patch_size=2, **TINY), "patch_size"),
     (lambda: CoLT5ImageClassifier(image_size=24, patch_size=2, **TINY), "light_window_size"),
     (lambda: CoLT5LanguageModel(vocab_size=0), "vocab_size"),
-    (lambda: CoLT5Encoder(**{**TINY, "router_type": "nope"}), "router_type"),
+    (lambda: CoLT5Encoder(**{**TINY, "routing": ROUTING.replace(router_type="nope")}), "router_type"),
 ], ids=["patch", "window", "vocab", "router_type"])
 def test_bad_arguments_raise(build, match):
     with pytest.raises(ValueError, match=match):
@@ -152,21 +154,44 @@ def test_bad_inputs_raise():
         lm()(torch.randint(0, 64, (1, 33)))
     with pytest.raises(ValueError, match="LongTensor"):
         lm()(torch.randn(1, 8))
-    image = CoLT5ImageClassifier(image_size=16, in_channels=3, patch_size=2, **{**TINY, "light_window_size": 4})
+    image = CoLT5ImageClassifier(image_size=16, in_channels=3, patch_size=2, **IMAGE)
     with pytest.raises(ValueError, match="shape"):
         image(torch.randn(1, 1, 16, 16))
 
 
-def test_every_model_and_module_exposes_the_same_routing_arguments():
+def test_every_model_and_module_takes_one_routing_config():
+    import inspect
+
+    from colt5_lightning.models.image import RoutedImageBlock
+    from colt5_lightning.training import ImageClassificationModule, LanguageModelModule, SequenceClassificationModule
+    for cls in (RoutedImageBlock, CoLT5Encoder, CoLT5LanguageModel, CoLT5SequenceClassifier, CoLT5ImageClassifier,
+                LanguageModelModule, SequenceClassificationModule, ImageClassificationModule):
+        parameters = inspect.signature(cls.__init__).parameters
+        assert "routing" in parameters, cls.__name__
+        flat = set(RoutingConfig.__dataclass_fields__) & set(parameters)
+        assert not flat, f"{cls.__name__} still takes routing settings one by one: {sorted(flat)}"
+
+
+def test_the_seed_block_takes_every_routing_setting_by_keyword():
     import inspect
 
     from colt5_lightning import ConditionalRoutedTransformerBlock
-    from colt5_lightning.models import CoLT5Encoder, CoLT5ImageClassifier, CoLT5LanguageModel, CoLT5SequenceClassifier
-    from colt5_lightning.models.image import RoutedImageBlock
-    from colt5_lightning.models.routing_args import ROUTING_ARGS
-    from colt5_lightning.training import ImageClassificationModule, LanguageModelModule, SequenceClassificationModule
-    for cls in (ConditionalRoutedTransformerBlock, RoutedImageBlock, CoLT5Encoder, CoLT5LanguageModel,
-                CoLT5SequenceClassifier, CoLT5ImageClassifier, LanguageModelModule, SequenceClassificationModule,
-                ImageClassificationModule):
-        missing = set(ROUTING_ARGS) - set(inspect.signature(cls.__init__).parameters)
-        assert not missing, f"{cls.__name__} lacks {sorted(missing)}"
+    missing = set(RoutingConfig.__dataclass_fields__) - set(inspect.signature(ConditionalRoutedTransformerBlock).parameters)
+    assert not missing
+
+
+def test_a_model_builds_its_blocks_from_the_routing_config():
+    model = CoLT5LanguageModel(vocab_size=64, max_seq_len=32, dim=32, depth=1,
+                               routing=ROUTING.replace(router_type="sinkhorn", light_window_size=16))
+    assert {r.router_type for r in routers(model)} == {"sinkhorn"}
+    assert model.encoder.blocks[0].attn.light_window_size == 16
+
+
+@pytest.mark.parametrize("value", [None, {}, RoutingConfig()], ids=["none", "empty", "default"])
+def test_routing_config_of_none_or_an_empty_mapping_is_the_default(value):
+    assert RoutingConfig.of(value) == RoutingConfig()
+
+
+def test_an_unknown_routing_setting_is_named():
+    with pytest.raises(ValueError, match="routing has no setting 'light_windw_size'"):
+        RoutingConfig.of({"light_windw_size": 8})

@@ -8,12 +8,13 @@ import torch
 
 from colt5_lightning.data import PasskeyReadoutDataModule
 from colt5_lightning.data.passkey import PLACEHOLDER, make_sample
-from colt5_lightning.models import CoLT5SequenceClassifier
+from colt5_lightning.models import CoLT5SequenceClassifier, RoutingConfig
 from colt5_lightning.training import LengthCurriculum, SequenceClassificationModule
 from colt5_lightning.data._seeding import TRAIN_STREAM
 
-TINY = dict(dim=16, depth=1, num_heavy_attn_tokens_q=8, num_heavy_attn_tokens_kv=8, num_heavy_ff_tokens=8,
-            light_dim_head=8, light_heads=2, light_window_size=8, heavy_dim_head=8, heavy_heads=2)
+ROUTING = RoutingConfig(num_heavy_attn_tokens_q=8, num_heavy_attn_tokens_kv=8, num_heavy_ff_tokens=8,
+                        light_dim_head=8, light_heads=2, light_window_size=8, heavy_dim_head=8, heavy_heads=2)
+TINY = dict(dim=16, depth=1, routing=ROUTING)
 
 
 def datamodule(**kwargs):
@@ -59,8 +60,8 @@ def test_train_len_outside_the_allowed_range_is_refused():
 @pytest.mark.parametrize("heavy", [True, False])
 @pytest.mark.parametrize("positions", ["start", "end", "none"])
 def test_classifier_with_readouts_gives_logits_per_readout(heavy, positions):
-    model = CoLT5SequenceClassifier(256, 10, max_seq_len=64, num_readout=5, positions=positions,
-                                    light_position="relative", heavy=heavy, **TINY)
+    model = CoLT5SequenceClassifier(256, 10, max_seq_len=64, num_readout=5, positions=positions, dim=16, depth=1,
+                                    routing=ROUTING.replace(light_position="relative", heavy=heavy))
     assert model(torch.randint(0, 256, (2, 64))).shape == (2, 5, 10)
     assert (model.pos_emb is None) == (positions == "none")
 
@@ -87,7 +88,7 @@ def test_curriculum_moves_to_the_next_length_when_the_metric_reaches_the_thresho
     """train/loss stays far above 0.01, so each full window of 2 steps meets the threshold."""
     torch.set_num_threads(1)
     data = PasskeyReadoutDataModule(seq_len=160, start_len=110, batch_size=2, val_samples=2)
-    module = SequenceClassificationModule(256, 10, max_seq_len=160, num_readout=5, warmup_steps=1, **TINY)
+    module = SequenceClassificationModule(256, 10, max_seq_len=160, num_readout=5, optim=dict(warmup_steps=1), **TINY)
     curriculum = LengthCurriculum([110, 128, 160], metric="train/loss", threshold=0.01, window=2)
     recorder = LengthRecorder()
     trainer = L.Trainer(max_steps=7, accelerator="cpu", logger=False, enable_checkpointing=False,
@@ -140,7 +141,7 @@ def test_oracle_routing_runs_on_readout_batches():
 def test_curriculum_lengths_beyond_seq_len_end_at_seq_len():
     torch.set_num_threads(1)
     data = PasskeyReadoutDataModule(seq_len=160, start_len=110, batch_size=2, val_samples=2)
-    module = SequenceClassificationModule(256, 10, max_seq_len=160, num_readout=5, warmup_steps=1, **TINY)
+    module = SequenceClassificationModule(256, 10, max_seq_len=160, num_readout=5, optim=dict(warmup_steps=1), **TINY)
     curriculum = LengthCurriculum([110, 128, 4096], metric="train/loss", threshold=0.01, window=1)
     trainer = L.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
@@ -152,7 +153,7 @@ def test_curriculum_lengths_beyond_seq_len_end_at_seq_len():
 def test_curriculum_skips_lengths_below_the_data_start_len():
     torch.set_num_threads(1)
     data = PasskeyReadoutDataModule(seq_len=160, start_len=128, batch_size=2, val_samples=2)
-    module = SequenceClassificationModule(256, 10, max_seq_len=160, num_readout=5, warmup_steps=1, **TINY)
+    module = SequenceClassificationModule(256, 10, max_seq_len=160, num_readout=5, optim=dict(warmup_steps=1), **TINY)
     recorder = LengthRecorder()
     trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
@@ -176,8 +177,8 @@ def test_curriculum_anneals_the_learning_rate_from_the_step_it_reaches_the_last_
     half cosine over 4 steps to 0.1 of the schedule's constant rate, and stays."""
     torch.set_num_threads(1)
     data = PasskeyReadoutDataModule(seq_len=160, start_len=110, batch_size=2, val_samples=2)
-    module = SequenceClassificationModule(256, 10, max_seq_len=160, num_readout=5, warmup_steps=0,
-                                          min_lr_ratio=1.0, lr=1e-3, **TINY)
+    module = SequenceClassificationModule(256, 10, max_seq_len=160, num_readout=5, **TINY,
+                                          optim=dict(warmup_steps=0, min_lr_ratio=1.0, lr=1e-3))
     curriculum = LengthCurriculum([110, 128, 160], metric="train/loss", threshold=0.01, window=2,
                                   anneal_steps=4, anneal_to=0.1)
     used = LearningRateRecorder()

@@ -9,13 +9,15 @@ import torch
 
 from colt5_lightning.cli import main
 from colt5_lightning.data import PasskeyReadoutDataModule
+from colt5_lightning.models import RoutingConfig
 from colt5_lightning.reporting import passkey_example, read_metrics, routing_by_position
 from colt5_lightning.training import SequenceClassificationModule
 
 pytest.importorskip("matplotlib")
 
-TINY = dict(dim=16, depth=1, num_heavy_attn_tokens_q=8, num_heavy_attn_tokens_kv=8, num_heavy_ff_tokens=8,
-            light_dim_head=8, light_heads=2, light_window_size=8, heavy_dim_head=8, heavy_heads=2)
+ROUTING = RoutingConfig(num_heavy_attn_tokens_q=8, num_heavy_attn_tokens_kv=8, num_heavy_ff_tokens=8,
+                        light_dim_head=8, light_heads=2, light_window_size=8, heavy_dim_head=8, heavy_heads=2)
+TINY = dict(dim=16, depth=1, routing=ROUTING)
 PNG = b"\x89PNG"
 
 
@@ -25,7 +27,7 @@ def trained_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     torch.set_num_threads(1)
     data = PasskeyReadoutDataModule(seq_len=128, batch_size=2, val_samples=2)
-    module = SequenceClassificationModule(256, 10, max_seq_len=128, num_readout=5, warmup_steps=1, **TINY)
+    module = SequenceClassificationModule(256, 10, max_seq_len=128, num_readout=5, optim=dict(warmup_steps=1), **TINY)
     trainer = L.Trainer(max_steps=4, accelerator="cpu", default_root_dir=root, log_every_n_steps=1,
                         logger=L.pytorch.loggers.CSVLogger(root, name="csv"), enable_progress_bar=False,
                         enable_model_summary=False, val_check_interval=2, limit_val_batches=1)

@@ -7,6 +7,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
+from colt5_lightning.models import RoutingConfig
 from colt5_lightning.routing import Router
 from colt5_lightning.routing.causal import CausalRouter
 from colt5_lightning.training import (ImageClassificationModule, LanguageModelModule, RouterMonitor,
@@ -14,8 +15,9 @@ from colt5_lightning.training import (ImageClassificationModule, LanguageModelMo
 from colt5_lightning.training import router_monitor
 from colt5_lightning.training.router_monitor import STATS, name_routers, routing_statistics
 
-TINY = dict(dim=32, depth=2, num_heavy_attn_tokens_q=6, num_heavy_attn_tokens_kv=6, num_heavy_ff_tokens=6,
-            light_dim_head=8, light_heads=2, light_window_size=8, heavy_dim_head=8, heavy_heads=2)
+ROUTING = RoutingConfig(num_heavy_attn_tokens_q=6, num_heavy_attn_tokens_kv=6, num_heavy_ff_tokens=6,
+                        light_dim_head=8, light_heads=2, light_window_size=8, heavy_dim_head=8, heavy_heads=2)
+TINY = dict(dim=32, depth=2, routing=ROUTING)
 KINDS = ("q", "kv", "ff")
 
 
@@ -29,7 +31,8 @@ def one_thread():
 
 
 def lm_module(router_type="coor_descent"):
-    return LanguageModelModule(seq_len=32, **TINY, router_type=router_type, sample_length=0)
+    return LanguageModelModule(seq_len=32, dim=32, depth=2, routing=ROUTING.replace(router_type=router_type),
+                               sample_length=0)
 
 
 def lm_loader(n=8):
@@ -82,7 +85,8 @@ def test_language_model_router_metrics_are_logged(tmp_path, router_type):
 def test_padding_is_never_routed_in_a_padded_batch(tmp_path):
     torch.manual_seed(0)
     module = SequenceClassificationModule(vocab_size=10, num_classes=2, max_seq_len=24,
-                                          **{**TINY, "num_heavy_ff_tokens": 20, "num_heavy_attn_tokens_q": 20})
+                                          dim=32, depth=2,
+                                          routing=ROUTING.replace(num_heavy_ff_tokens=20, num_heavy_attn_tokens_q=20))
     trainer = fit(module, padded_sequence_loader(), [RouterMonitor()], CSVLogger(tmp_path))
     logged = trainer.logged_metrics
     assert router_keys(logged) == expected_keys()
@@ -99,7 +103,7 @@ def test_image_model_histograms_reach_tensorboard(tmp_path):
 
     torch.manual_seed(0)
     module = ImageClassificationModule(image_size=16, in_channels=1, num_classes=2, patch_size=2,
-                                       **{**TINY, "light_window_size": 4})
+                                       dim=32, depth=2, routing=ROUTING.replace(light_window_size=4))
     logger = TensorBoardLogger(tmp_path, name="img")
     trainer = fit(module, image_loader(), [RouterMonitor(histogram_every_n_steps=1)], logger)
     assert router_keys(trainer.logged_metrics) == expected_keys()

@@ -9,10 +9,12 @@ from torch.utils.data import DataLoader
 
 from colt5_lightning.training import (ImageClassificationModule, LanguageModelModule,
                                       SequenceClassificationModule)
-from colt5_lightning.training.optim import configure_adamw, no_weight_decay, param_groups, warmup_cosine
+from colt5_lightning.models import RoutingConfig
+from colt5_lightning.training.optim import OptimConfig, configure_adamw, no_weight_decay, param_groups, warmup_cosine
 
-TINY = dict(dim=32, depth=2, num_heavy_attn_tokens_q=8, num_heavy_attn_tokens_kv=8, num_heavy_ff_tokens=8,
-            light_dim_head=8, light_heads=2, light_window_size=8, heavy_dim_head=8, heavy_heads=2)
+ROUTING = RoutingConfig(num_heavy_attn_tokens_q=8, num_heavy_attn_tokens_kv=8, num_heavy_ff_tokens=8,
+                        light_dim_head=8, light_heads=2, light_window_size=8, heavy_dim_head=8, heavy_heads=2)
+TINY = dict(dim=32, depth=2, routing=ROUTING)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -57,14 +59,14 @@ def lm_batches(n=64, seq_len=32, vocab=256, seed=0):
 @pytest.mark.parametrize("dense", [False, True], ids=["routed", "dense"])
 def test_language_model_loss_falls(dense):
     torch.manual_seed(0)
-    module = LanguageModelModule(seq_len=32, **TINY, dense=dense, lr=3e-3, warmup_steps=3, sample_length=0)
+    module = LanguageModelModule(seq_len=32, **TINY, dense=dense, optim=dict(lr=3e-3, warmup_steps=3), sample_length=0)
     _, losses = fit(module, DataLoader(lm_batches(), batch_size=8, shuffle=True), steps=30)
     assert falls(losses), losses
 
 
 def test_language_model_validation_metrics_and_sample():
     torch.manual_seed(0)
-    module = LanguageModelModule(seq_len=32, **TINY, lr=3e-3, warmup_steps=2, sample_length=12,
+    module = LanguageModelModule(seq_len=32, **TINY, optim=dict(lr=3e-3, warmup_steps=2), sample_length=12,
                                  sample_prompt="def ")
     data = lm_batches(16)
     data[0]["targets"][:10] = -100  # unscored positions are ignored
@@ -137,7 +139,7 @@ def sequence_batches(n=96, seq_len=24, seed=0):
 def test_sequence_classifier_loss_falls(dense):
     torch.manual_seed(0)
     module = SequenceClassificationModule(vocab_size=10, num_classes=2, max_seq_len=24, **TINY, dense=dense,
-                                          lr=3e-3, warmup_steps=3)
+                                          optim=dict(lr=3e-3, warmup_steps=3))
     data = sequence_batches()
     trainer, losses = fit(module, DataLoader(data, batch_size=16, shuffle=True),
                           DataLoader(data, batch_size=16), steps=30, num_sanity_val_steps=0)
@@ -159,7 +161,8 @@ def image_batches(n=64, channels=3, seed=0):
 def test_image_classifier_loss_falls(dense):
     torch.manual_seed(0)
     module = ImageClassificationModule(image_size=16, in_channels=3, num_classes=2, patch_size=2,
-                                       **{**TINY, "light_window_size": 4}, dense=dense, lr=3e-3, warmup_steps=3)
+                                       dim=32, depth=2, routing=ROUTING.replace(light_window_size=4), dense=dense,
+                                       optim=dict(lr=3e-3, warmup_steps=3))
     _, losses = fit(module, DataLoader(image_batches(), batch_size=16, shuffle=True), steps=24)
     assert falls(losses, window=4), losses
 
@@ -178,8 +181,8 @@ def test_warmup_cosine_values():
 
 def test_scheduler_steps_the_learning_rate():
     module = torch.nn.Linear(4, 4)
-    config = configure_adamw(module, None, lr=1.0, weight_decay=0.1, betas=(0.9, 0.95), warmup_steps=2,
-                             max_steps=6, min_lr_ratio=0.0)
+    config = configure_adamw(module, None, OptimConfig(lr=1.0, weight_decay=0.1, betas=(0.9, 0.95),
+                                                         warmup_steps=2, max_steps=6, min_lr_ratio=0.0))
     optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
     assert config["lr_scheduler"]["interval"] == "step"
     lrs = []
@@ -191,14 +194,14 @@ def test_scheduler_steps_the_learning_rate():
 
 
 def test_schedule_length_comes_from_the_trainer():
-    module = LanguageModelModule(seq_len=32, **TINY, lr=1e-3, warmup_steps=1, max_steps=None,
-                                 min_lr_ratio=0.25, sample_length=0)
+    module = LanguageModelModule(seq_len=32, **TINY, optim=dict(lr=1e-3, warmup_steps=1, max_steps=None,
+                                                                    min_lr_ratio=0.25), sample_length=0)
     trainer, _ = fit(module, DataLoader(lm_batches(16), batch_size=4), steps=4)
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.25e-3)
 
 
 def test_no_weight_decay_on_norms_biases_embeddings_and_routing_tokens():
-    module = LanguageModelModule(seq_len=32, **TINY, weight_decay=0.1, sample_length=0)
+    module = LanguageModelModule(seq_len=32, **TINY, optim=dict(weight_decay=0.1), sample_length=0)
     names = {id(p): n for n, p in module.model.named_parameters()}
     decay, no_decay = param_groups(module.model, 0.1)
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
@@ -215,8 +218,9 @@ def test_no_weight_decay_on_norms_biases_embeddings_and_routing_tokens():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(lr=0.0), "lr"), (dict(warmup_steps=-1), "warmup_steps"), (dict(min_lr_ratio=2.0), "min_lr_ratio"),
-    (dict(betas=(0.9, 1.5)), "betas"), (dict(sample_length=-1), "sample_length"),
+    (dict(optim=dict(lr=0.0)), "lr"), (dict(optim=dict(warmup_steps=-1)), "warmup_steps"),
+    (dict(optim=dict(min_lr_ratio=2.0)), "min_lr_ratio"), (dict(optim=dict(betas=(0.9, 1.5))), "betas"),
+    (dict(sample_length=-1), "sample_length"),
 ], ids=["lr", "warmup", "min_lr", "betas", "sample"])
 def test_bad_optimizer_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -237,15 +241,15 @@ class FlatShard(torch.nn.Module):
 
 
 def test_decay_groups_are_decided_by_name_before_a_strategy_flattens_the_parameters():
-    module = LanguageModelModule(seq_len=32, **TINY, weight_decay=0.1, sample_length=0)
+    module = LanguageModelModule(seq_len=32, **TINY, optim=dict(weight_decay=0.1), sample_length=0)
     before = [len(g["params"]) for g in param_groups(module.model, 0.1)]
     blocks = module.model.encoder.blocks
     for i in range(len(blocks)):
         blocks[i] = FlatShard(blocks[i])
     assert all(p.ndim <= 1 for p in blocks.parameters())
     assert [len(g["params"]) for g in param_groups(module.model, 0.1)] != before  # inspected now: wrong
-    config = configure_adamw(module.model, None, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95), warmup_steps=1,
-                             max_steps=10, min_lr_ratio=0.1, no_decay_names=module.no_decay_names)
+    config = configure_adamw(module.model, None, OptimConfig(warmup_steps=1, max_steps=10),
+                             no_decay_names=module.no_decay_names)
     assert [len(g["params"]) for g in config["optimizer"].param_groups] == before
 
 
@@ -273,3 +277,14 @@ def test_fsdp_keeps_the_decay_groups_of_one_process(tmp_path):
                        cwd=tmp_path, env=env, check=True, timeout=600)
         groups[name] = json.loads(Path(f"{out}.rank0").read_text())["groups"]
     assert groups["fsdp"] == groups["single"]
+
+
+def test_checkpoints_keep_routing_and_optim_as_plain_data_and_load_with_weights_only(tmp_path):
+    routing, optim = ROUTING.replace(router_type="sinkhorn"), OptimConfig(lr=5e-4, warmup_steps=1)
+    module = LanguageModelModule(seq_len=32, dim=32, depth=2, routing=routing, optim=optim, sample_length=0)
+    trainer, _ = fit(module, DataLoader(lm_batches(4), batch_size=4), steps=1)
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    saved = torch.load(tmp_path / "m.ckpt", map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert saved["routing"]["router_type"] == "sinkhorn" and saved["optim"]["lr"] == 5e-4
+    loaded = LanguageModelModule.load_from_checkpoint(tmp_path / "m.ckpt", map_location="cpu")
+    assert loaded.routing == routing and loaded.optim == optim

@@ -7,7 +7,7 @@ With num_readout = r > 0 the head classifies each of the last r positions instea
 (logits (b, r, num_classes)): passkey retrieval reads each key digit at its own placeholder.
 positions picks the learned position table: "start" indexes it from the first token, "end" from
 the last (the readout positions then keep their embeddings whatever the input length, as a
-length curriculum needs), "none" drops it (positions come from light_position only).
+length curriculum needs), "none" drops it (positions come from routing.light_position only).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import _checks
-from .routing_args import routing_args
+from .config import RoutingConfig
 from .encoder import CoLT5Encoder
 
 
@@ -34,12 +34,7 @@ class CoLT5SequenceClassifier(nn.Module):
     (b, num_readout, num_classes) when num_readout > 0."""
 
     def __init__(self, vocab_size: int, num_classes: int, max_seq_len: int = 2048, dim: int = 256,
-                 depth: int = 4, *, num_heavy_attn_tokens_q: int = 64, num_heavy_attn_tokens_kv: int = 64,
-                 num_heavy_ff_tokens: int = 64, light_dim_head: int = 64, light_heads: int = 4,
-                 light_window_size: int = 64, heavy_dim_head: int = 64, heavy_heads: int = 4,
-                 light_ff_mult: float = 0.5, heavy_ff_mult: float = 4.0, num_routed_kv: int = 1,
-                 router_straight_through: bool = False, router_type: str = "coor_descent",
-                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs", heavy: bool = True, light_position: str = "none", dense: bool = False,
+                 depth: int = 4, *, routing: Optional[RoutingConfig] = None, dense: bool = False,
                  num_readout: int = 0, positions: str = "start"):
         super().__init__()
         self.vocab_size = _checks.positive_int("vocab_size", vocab_size)
@@ -49,7 +44,7 @@ class CoLT5SequenceClassifier(nn.Module):
         self.tok_emb = nn.Embedding(vocab_size, dim)
         self.positions = _checks.one_of("positions", positions, ("start", "end", "none"))
         self.pos_emb = nn.Parameter(torch.zeros(max_seq_len, dim)) if positions != "none" else None
-        self.encoder = CoLT5Encoder(dim, depth, **routing_args(locals()), causal=False, dense=dense, light_position=light_position)
+        self.encoder = CoLT5Encoder(dim, depth, routing=routing, causal=False, dense=dense)
         self.head = nn.Linear(dim, num_classes)
         nn.init.normal_(self.tok_emb.weight, std=0.02)
         if self.pos_emb is not None:

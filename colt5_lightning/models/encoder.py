@@ -1,10 +1,10 @@
 """CoLT5Encoder: a stack of conditionally routed transformer blocks with a final LayerNorm.
 
-`dense=True` swaps every routed block for a dense pre-norm block of the same width and depth
-(full attention with heavy_heads × heavy_dim_head, feed-forward hidden = dim · heavy_ff_mult),
-so routed and dense models can be compared under one config; `heavy=False` keeps every routed
-block's light branch only (local attention and the narrow FF), the light-only ablation.
-`light_position` ("none", "rotary" or "relative") gives the light attention its sense of distance.
+Every routed block is built from one RoutingConfig (models.config). `dense=True` swaps every
+routed block for a dense pre-norm block of the same width and depth (full attention with
+heavy_heads × heavy_dim_head, feed-forward hidden = dim · heavy_ff_mult), so routed and dense
+models can be compared under one config; routing.heavy=False keeps every routed block's light
+branch only (local attention and the narrow FF), the light-only ablation.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Optional, Union
 from torch import Tensor, nn
 
 from .. import _checks
-from .routing_args import routing_args
+from .config import RoutingConfig
 from ..layers import ConditionalRoutedTransformerBlock, DenseTransformerBlock
 
 
@@ -25,26 +25,19 @@ class CoLT5Encoder(nn.Module):
     each input's own length), spread over segments of light_window_size / 2; segment 0 routes nothing.
     """
 
-    def __init__(self, dim: int = 256, depth: int = 4, *,
-                 num_heavy_attn_tokens_q: int = 64, num_heavy_attn_tokens_kv: int = 64,
-                 num_heavy_ff_tokens: int = 64, light_dim_head: int = 64, light_heads: int = 4,
-                 light_window_size: int = 64, heavy_dim_head: int = 64, heavy_heads: int = 4,
-                 light_ff_mult: float = 0.5, heavy_ff_mult: float = 4.0, num_routed_kv: int = 1,
-                 router_straight_through: bool = False, router_type: str = "coor_descent",
-                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs", heavy: bool = True,
-                 causal: bool = False, dense: bool = False, max_seq_len: Optional[int] = None,
-                 light_position: str = "none"):
+    def __init__(self, dim: int = 256, depth: int = 4, *, routing: Optional[RoutingConfig] = None,
+                 causal: bool = False, dense: bool = False, max_seq_len: Optional[int] = None):
         super().__init__()
         self.dim = _checks.positive_int("dim", dim)
         self.depth = _checks.positive_int("depth", depth)
         self.causal = bool(causal)
         self.dense = bool(dense)
+        self.routing = routing = RoutingConfig.of(routing)
         if dense:
-            blocks = [DenseTransformerBlock(dim, heads=heavy_heads, dim_head=heavy_dim_head, ff_mult=heavy_ff_mult,
-                                            causal=causal) for _ in range(depth)]
+            blocks = [DenseTransformerBlock(dim, heads=routing.heavy_heads, dim_head=routing.heavy_dim_head,
+                                            ff_mult=routing.heavy_ff_mult, causal=causal) for _ in range(depth)]
         else:
-            routing = routing_args(locals())
-            blocks = [ConditionalRoutedTransformerBlock(dim, **routing, causal=causal, light_position=light_position,
+            blocks = [ConditionalRoutedTransformerBlock(dim, **routing.block_kwargs(), causal=causal,
                                                         max_seq_len=max_seq_len if causal else None)
                       for _ in range(depth)]
         self.blocks = nn.ModuleList(blocks)

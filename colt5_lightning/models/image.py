@@ -14,29 +14,30 @@ import torch
 from torch import Tensor, nn
 
 from .. import _checks
-from .routing_args import routing_args
+from .config import RoutingConfig
 from ..layers import ConditionalRoutedFeedForward, ConditionalRoutedImageAttention, DenseTransformerBlock
 
 
 class RoutedImageBlock(nn.Module):
     """x (b, h, w, dim) -> (b, h, w, dim): x + attn(x), then + ff(x) on the flattened map."""
 
-    def __init__(self, dim: int, *, num_heavy_attn_tokens_q: int, num_heavy_attn_tokens_kv: int,
-                 num_heavy_ff_tokens: int, light_dim_head: int, light_heads: int, light_window_size: int,
-                 heavy_dim_head: int, heavy_heads: int, light_ff_mult: float, heavy_ff_mult: float,
-                 num_routed_kv: int, router_straight_through: bool, router_type: str,
-                 router_kwargs: Optional[dict], kv_scaling: str, heavy: bool):
+    def __init__(self, dim: int, routing: Optional[RoutingConfig] = None):
         super().__init__()
-        routing = dict(router_straight_through=router_straight_through, router_type=router_type,
-                       router_kwargs=router_kwargs)
+        r = RoutingConfig.of(routing)
+        if r.light_position != "none":
+            raise ValueError(f"light_position {r.light_position!r} is not available for image feature maps: "
+                             "their light attention works in 2-D tiles; positions come from the model's table "
+                             "(use light_position: none)")
+        common = dict(router_straight_through=r.router_straight_through, router_type=r.router_type,
+                      router_kwargs=r.router_kwargs, heavy=r.heavy)
         self.attn = ConditionalRoutedImageAttention(
-            dim, num_heavy_tokens_q=num_heavy_attn_tokens_q, num_heavy_tokens_kv=num_heavy_attn_tokens_kv,
-            num_routed_kv=num_routed_kv, light_dim_head=light_dim_head, light_heads=light_heads,
-            light_window_size=light_window_size, heavy_dim_head=heavy_dim_head, heavy_heads=heavy_heads,
-            kv_scaling=kv_scaling, heavy=heavy, **routing)
-        self.ff = ConditionalRoutedFeedForward(dim, num_heavy_tokens=num_heavy_ff_tokens,
-                                               light_ff_mult=light_ff_mult, heavy_ff_mult=heavy_ff_mult,
-                                               heavy=heavy, **routing)
+            dim, num_heavy_tokens_q=r.num_heavy_attn_tokens_q, num_heavy_tokens_kv=r.num_heavy_attn_tokens_kv,
+            num_routed_kv=r.num_routed_kv, light_dim_head=r.light_dim_head, light_heads=r.light_heads,
+            light_window_size=r.light_window_size, heavy_dim_head=r.heavy_dim_head, heavy_heads=r.heavy_heads,
+            kv_scaling=r.kv_scaling, **common)
+        self.ff = ConditionalRoutedFeedForward(dim, num_heavy_tokens=r.num_heavy_ff_tokens,
+                                               light_ff_mult=r.light_ff_mult, heavy_ff_mult=r.heavy_ff_mult,
+                                               **common)
 
     def forward(self, x: Tensor) -> Tensor:
         b, h, w, d = x.shape
@@ -50,13 +51,8 @@ class CoLT5ImageClassifier(nn.Module):
     """images (b, in_channels, image_size, image_size) float -> logits (b, num_classes)."""
 
     def __init__(self, image_size: int = 32, in_channels: int = 1, num_classes: int = 2, patch_size: int = 1,
-                 dim: int = 128, depth: int = 4, *, num_heavy_attn_tokens_q: int = 64,
-                 num_heavy_attn_tokens_kv: int = 64, num_heavy_ff_tokens: int = 64, light_dim_head: int = 32,
-                 light_heads: int = 4, light_window_size: int = 8, heavy_dim_head: int = 32,
-                 heavy_heads: int = 4, light_ff_mult: float = 0.5, heavy_ff_mult: float = 4.0,
-                 num_routed_kv: int = 1, router_straight_through: bool = False,
-                 router_type: str = "coor_descent", router_kwargs: Optional[dict] = None,
-                 kv_scaling: str = "inputs", heavy: bool = True, dense: bool = False):
+                 dim: int = 128, depth: int = 4, *, routing: Optional[RoutingConfig] = None,
+                 dense: bool = False):
         super().__init__()
         self.image_size = _checks.positive_int("image_size", image_size)
         self.in_channels = _checks.positive_int("in_channels", in_channels)
@@ -69,17 +65,19 @@ class CoLT5ImageClassifier(nn.Module):
         side = image_size // patch_size
         self.side = side
         self.dense = bool(dense)
-        if not dense and side % _checks.positive_int("light_window_size", light_window_size):
+        self.routing = routing = RoutingConfig.of(routing)
+        window = routing.light_window_size
+        if not dense and side % _checks.positive_int("light_window_size", window):
             raise ValueError(f"the feature map side image_size / patch_size = {side} must be divisible by "
-                             f"light_window_size ({light_window_size})")
+                             f"light_window_size ({window})")
         self.stem = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
         self.pos_emb = nn.Parameter(torch.randn(side, side, dim) * 0.02)
         if dense:
-            self.blocks = nn.ModuleList(DenseTransformerBlock(dim, heads=heavy_heads, dim_head=heavy_dim_head,
-                                                              ff_mult=heavy_ff_mult) for _ in range(depth))
+            self.blocks = nn.ModuleList(DenseTransformerBlock(dim, heads=routing.heavy_heads,
+                                                              dim_head=routing.heavy_dim_head,
+                                                              ff_mult=routing.heavy_ff_mult) for _ in range(depth))
         else:
-            routing = routing_args(locals())
-            self.blocks = nn.ModuleList(RoutedImageBlock(dim, **routing) for _ in range(depth))
+            self.blocks = nn.ModuleList(RoutedImageBlock(dim, routing) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
 

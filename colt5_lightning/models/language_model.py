@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import _checks
-from .routing_args import routing_args
+from .config import RoutingConfig
 from .encoder import CoLT5Encoder
 
 
@@ -30,21 +30,15 @@ class CoLT5LanguageModel(nn.Module):
     """input_ids (b, n) long -> logits (b, n, vocab_size); position t sees only tokens <= t."""
 
     def __init__(self, vocab_size: int = 256, max_seq_len: int = 1024, dim: int = 256, depth: int = 4, *,
-                 num_heavy_attn_tokens_q: int = 64, num_heavy_attn_tokens_kv: int = 64,
-                 num_heavy_ff_tokens: int = 64, light_dim_head: int = 64, light_heads: int = 4,
-                 light_window_size: int = 64, heavy_dim_head: int = 64, heavy_heads: int = 4,
-                 light_ff_mult: float = 0.5, heavy_ff_mult: float = 4.0, num_routed_kv: int = 1,
-                 router_straight_through: bool = False, router_type: str = "coor_descent",
-                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs", heavy: bool = True, light_position: str = "none",
-                 tie_embeddings: bool = True, dense: bool = False, absolute_positions: bool = True):
+                 routing: Optional[RoutingConfig] = None, tie_embeddings: bool = True, dense: bool = False,
+                 absolute_positions: bool = True):
         super().__init__()
         self.vocab_size = _checks.positive_int("vocab_size", vocab_size)
         self.max_seq_len = _checks.positive_int("max_seq_len", max_seq_len)
         self.dense = bool(dense)
         self.tok_emb = nn.Embedding(vocab_size, dim)
         self.pos_emb = nn.Parameter(torch.zeros(max_seq_len, dim)) if absolute_positions else None
-        self.encoder = CoLT5Encoder(dim, depth, **routing_args(locals()), causal=True, dense=dense, light_position=light_position,
-                                    max_seq_len=max_seq_len)
+        self.encoder = CoLT5Encoder(dim, depth, routing=routing, causal=True, dense=dense, max_seq_len=max_seq_len)
         self.head = nn.Linear(dim, vocab_size, bias=False)
         nn.init.normal_(self.tok_emb.weight, std=0.02)
         if self.pos_emb is not None:

@@ -14,6 +14,7 @@ passkey digits) is scored per readout in */acc and per sample in */exact_acc (al
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Optional, Tuple
 
 import lightning.pytorch as pl
@@ -23,9 +24,8 @@ from torch import nn
 from torchmetrics import Accuracy
 from torchmetrics.aggregation import MeanMetric
 
-from ..models.routing_args import routing_args
-from ..models import CoLT5ImageClassifier, CoLT5SequenceClassifier
-from .optim import check_optim_args, configure_adamw, no_weight_decay_names
+from ..models import CoLT5ImageClassifier, CoLT5SequenceClassifier, RoutingConfig
+from .optim import OptimConfig, configure_adamw, no_weight_decay_names
 from .oracle import oracle_for
 
 
@@ -33,19 +33,16 @@ class ClassificationModule(pl.LightningModule):
     """Cross-entropy training of `model` (inputs[, mask] -> logits (B, num_classes)).
     oracle_routing=True routes each batch's "route_mask" tokens by hand (a diagnostic)."""
 
-    def __init__(self, model: nn.Module, num_classes: int, lr: float = 1e-3, weight_decay: float = 0.05,
-                 betas: Tuple[float, float] = (0.9, 0.98), warmup_steps: int = 100,
-                 max_steps: Optional[int] = None, min_lr_ratio: float = 0.01, oracle_routing: bool = False):
+    def __init__(self, model: nn.Module, num_classes: int, optim: OptimConfig = OptimConfig(),
+                 oracle_routing: bool = False):
         super().__init__()
-        # the subclasses' flat arguments are collected too; a passed-in model is saved in the weights
+        self.optim = OptimConfig.of(optim)
+        optim = asdict(self.optim)  # plain data: checkpoints load with weights_only
+        # the subclasses' arguments are collected too; a passed-in model is saved in the weights
         self.save_hyperparameters(ignore=["model"])
-        check_optim_args(lr=lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps,
-                         max_steps=max_steps, min_lr_ratio=min_lr_ratio)
         self.model = model
         self.no_decay_names = no_weight_decay_names(model)  # decided before any strategy wraps the model
         self.oracle_routing = bool(oracle_routing)
-        self.optim_args = dict(lr=lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps,
-                               max_steps=max_steps, min_lr_ratio=min_lr_ratio)
         self.train_acc = Accuracy(task="multiclass", num_classes=num_classes)
         self.val_acc = Accuracy(task="multiclass", num_classes=num_classes)
         self.test_acc = Accuracy(task="multiclass", num_classes=num_classes)
@@ -110,47 +107,59 @@ class ClassificationModule(pl.LightningModule):
         self._log_epoch("test")
 
     def configure_optimizers(self):
-        return configure_adamw(self.model, self.trainer, **self.optim_args, no_decay_names=self.no_decay_names)
+        return configure_adamw(self.model, self.trainer, self.optim, no_decay_names=self.no_decay_names)
 
 
 class SequenceClassificationModule(ClassificationModule):
-    """Token-sequence classification (ListOps) with a CoLT5SequenceClassifier built from flat
-    args (see that class), then the optimizer's (see training.optim)."""
+    """Token-sequence classification (ListOps, passkey readout) with a CoLT5SequenceClassifier.
+
+    Args:
+        vocab_size: tokens in the vocabulary (linked from the data).
+        num_classes: classes per readout (linked from the data).
+        max_seq_len: the longest input (linked from the data).
+        dim: model width.
+        depth: routed blocks.
+        routing: the routed blocks' settings (RoutingConfig), one `routing:` block.
+        dense: dense blocks of the same width and depth instead of routed ones (the baseline).
+        num_readout: 0 classifies the mean of the tokens; r > 0 classifies each of the last r
+            positions (passkey digits; linked from the data).
+        positions: the learned position table indexed from the "start" or the "end", or "none".
+        optim: AdamW and its schedule (OptimConfig), one `optim:` block.
+        oracle_routing: route each batch's "route_mask" tokens by hand (a diagnostic).
+    """
 
     def __init__(self, vocab_size: int, num_classes: int, max_seq_len: int = 2048, dim: int = 256,
-                 depth: int = 4, num_heavy_attn_tokens_q: int = 64, num_heavy_attn_tokens_kv: int = 64,
-                 num_heavy_ff_tokens: int = 64, light_dim_head: int = 64, light_heads: int = 4,
-                 light_window_size: int = 64, heavy_dim_head: int = 64, heavy_heads: int = 4,
-                 light_ff_mult: float = 0.5, heavy_ff_mult: float = 4.0, num_routed_kv: int = 1,
-                 router_straight_through: bool = False, router_type: str = "coor_descent",
-                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs", heavy: bool = True, light_position: str = "none", dense: bool = False,
-                 num_readout: int = 0, positions: str = "start",
-                 lr: float = 1e-3, weight_decay: float = 0.05, betas: Tuple[float, float] = (0.9, 0.98),
-                 warmup_steps: int = 100, max_steps: Optional[int] = None, min_lr_ratio: float = 0.01,
+                 depth: int = 4, routing: RoutingConfig = RoutingConfig(), dense: bool = False,
+                 num_readout: int = 0, positions: str = "start", optim: OptimConfig = OptimConfig(),
                  oracle_routing: bool = False):
-        model = CoLT5SequenceClassifier(vocab_size, num_classes, max_seq_len, dim, depth,
-                                        **routing_args(locals()), dense=dense, light_position=light_position,
-                                        num_readout=num_readout, positions=positions)
-        super().__init__(model, num_classes, lr=lr, weight_decay=weight_decay, betas=betas,
-                         warmup_steps=warmup_steps, max_steps=max_steps, min_lr_ratio=min_lr_ratio,
-                         oracle_routing=oracle_routing)
+        config = RoutingConfig.of(routing)
+        routing, optim = asdict(config), asdict(OptimConfig.of(optim))  # plain data in the hyper-parameters
+        model = CoLT5SequenceClassifier(vocab_size, num_classes, max_seq_len, dim, depth, routing=config,
+                                        dense=dense, num_readout=num_readout, positions=positions)
+        super().__init__(model, num_classes, optim=optim, oracle_routing=oracle_routing)
 
 
 class ImageClassificationModule(ClassificationModule):
-    """Image classification (Pathfinder) with a CoLT5ImageClassifier built from flat args (see
-    that class), then the optimizer's (see training.optim)."""
+    """Image classification (Pathfinder) with a CoLT5ImageClassifier.
+
+    Args:
+        image_size: side of the square input images (linked from the data).
+        in_channels: image channels (linked from the data).
+        num_classes: classes (linked from the data).
+        patch_size: side of the patches the stem turns into feature-map cells.
+        dim: model width.
+        depth: routed blocks.
+        routing: the routed blocks' settings (RoutingConfig), one `routing:` block; the light
+            window is a light_window_size × light_window_size tile of the feature map.
+        dense: dense blocks over the flattened map instead of routed ones (the baseline).
+        optim: AdamW and its schedule (OptimConfig), one `optim:` block.
+    """
 
     def __init__(self, image_size: int = 32, in_channels: int = 1, num_classes: int = 2, patch_size: int = 1,
-                 dim: int = 128, depth: int = 4, num_heavy_attn_tokens_q: int = 64,
-                 num_heavy_attn_tokens_kv: int = 64, num_heavy_ff_tokens: int = 64, light_dim_head: int = 32,
-                 light_heads: int = 4, light_window_size: int = 8, heavy_dim_head: int = 32,
-                 heavy_heads: int = 4, light_ff_mult: float = 0.5, heavy_ff_mult: float = 4.0,
-                 num_routed_kv: int = 1, router_straight_through: bool = False,
-                 router_type: str = "coor_descent", router_kwargs: Optional[dict] = None,
-                 kv_scaling: str = "inputs", heavy: bool = True, dense: bool = False,
-                 lr: float = 1e-3, weight_decay: float = 0.05, betas: Tuple[float, float] = (0.9, 0.98),
-                 warmup_steps: int = 100, max_steps: Optional[int] = None, min_lr_ratio: float = 0.01):
+                 dim: int = 128, depth: int = 4, routing: RoutingConfig = RoutingConfig(), dense: bool = False,
+                 optim: OptimConfig = OptimConfig()):
+        config = RoutingConfig.of(routing)
+        routing, optim = asdict(config), asdict(OptimConfig.of(optim))  # plain data in the hyper-parameters
         model = CoLT5ImageClassifier(image_size, in_channels, num_classes, patch_size, dim, depth,
-                                     **routing_args(locals()), dense=dense)
-        super().__init__(model, num_classes, lr=lr, weight_decay=weight_decay, betas=betas,
-                         warmup_steps=warmup_steps, max_steps=max_steps, min_lr_ratio=min_lr_ratio)
+                                     routing=config, dense=dense)
+        super().__init__(model, num_classes, optim=optim)

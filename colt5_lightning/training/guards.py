@@ -72,7 +72,7 @@ class NonFiniteGuard(pl.Callback):
                                  f"{trainer.global_step} (batch {batch_idx}); last.ckpt was kept. {ADVICE}")
 
 
-ADVICE = ("Lower --model.init_args.lr, set --trainer.gradient_clip_val, or check the data; resume from "
+ADVICE = ("Lower --model.init_args.optim.lr, set --trainer.gradient_clip_val, or check the data; resume from "
           "the last good checkpoint with --ckpt_path last.")
 
 

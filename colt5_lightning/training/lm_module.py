@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from contextlib import nullcontext
+from dataclasses import asdict
 from typing import List, Optional, Tuple, Union
 
 import lightning.pytorch as pl
@@ -21,9 +22,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics.aggregation import MeanMetric
 
 from .. import _checks
-from ..models.routing_args import routing_args
-from ..models import CoLT5LanguageModel
-from .optim import check_optim_args, configure_adamw, no_weight_decay_names
+from ..models import CoLT5LanguageModel, RoutingConfig
+from .optim import OptimConfig, configure_adamw, no_weight_decay_names
 from .oracle import oracle_for
 from ..routing.oracle import ROUTER_KINDS
 from ..routing.loss_guidance import (RecordedScores, loss_guided_routing_loss, recording_router_scores,
@@ -33,40 +33,48 @@ log = logging.getLogger(__name__)
 
 
 class LanguageModelModule(pl.LightningModule):
-    """The model's arguments are flat init args (see CoLT5LanguageModel), followed by the
-    optimizer's (see training.optim) and the sampling settings. `seq_len` is the model's
-    max_seq_len: the longest context it is trained on and generates from. oracle_routing=True
-    routes each batch's "route_mask" tokens by hand (a diagnostic, see routing.oracle); a list of
-    router kinds ('q', 'kv', 'ff') does so only in those routers; with oracle_steps N only for
-    the first N training steps (a warm start: the routers then learn next to a heavy branch that
-    already retrieves), while validation uses the learned routers from step N on.
-    exact_match=True also logs train/exact_acc and val/exact_acc: the share of samples whose
-    scored targets are all the most likely token (for passkey: the greedy key is exact).
-    loss_guided_routing > 0 adds, at that weight, a loss that teaches the query and feed-forward
-    routers to rank positions by their detached next-token loss, and the key/value routers by how
-    surprising each token was (see routing.loss_guidance),
-    logged as train/routing_guidance; models without routers (dense, light-only) ignore it, so
-    the ablation configs stack on a recipe that sets it."""
+    """Next-token training of a CoLT5LanguageModel, with validation metrics and samples.
+
+    Args:
+        vocab_size: tokens in the vocabulary (256 for bytes; linked from the data).
+        seq_len: the model's max_seq_len: the longest context it trains on and generates from
+            (linked from the data).
+        dim: model width.
+        depth: routed blocks.
+        routing: the routed blocks' settings (RoutingConfig), one `routing:` block.
+        tie_embeddings: the output head shares the token embedding.
+        dense: dense blocks of the same width and depth instead of routed ones (the baseline).
+        absolute_positions: a learned position table; false leaves positions to causal masking
+            and routing.light_position.
+        optim: AdamW and its schedule (OptimConfig), one `optim:` block.
+        sample_prompt: the prompt of the sample drawn after each validation (UTF-8 bytes).
+        sample_length: bytes sampled after each validation; 0 draws none.
+        sample_temperature: sampling temperature; 0 is greedy.
+        sample_top_k: sample among the k most likely tokens; null samples among all.
+        sample_seed: seed of the sampling generator.
+        oracle_routing: route each batch's "route_mask" tokens by hand (a diagnostic, see
+            routing.oracle): true for every router, or a list of router kinds (q, kv, ff).
+        exact_match: also log train/exact_acc and val/exact_acc, the share of samples whose
+            scored targets are all the most likely token (passkey: the greedy key is exact).
+        loss_guided_routing: weight of a loss that teaches query and feed-forward routers to rank
+            positions by next-token loss, and key/value routers by surprise (routing.loss_guidance;
+            logged as train/routing_guidance); ignored by models without routers.
+        oracle_steps: route by hand only for the first N training steps, then learn (validation
+            uses the learned routers from step N on).
+    """
 
     def __init__(self, vocab_size: int = 256, seq_len: int = 1024, dim: int = 256, depth: int = 4,
-                 num_heavy_attn_tokens_q: int = 64, num_heavy_attn_tokens_kv: int = 64,
-                 num_heavy_ff_tokens: int = 64, light_dim_head: int = 64, light_heads: int = 4,
-                 light_window_size: int = 64, heavy_dim_head: int = 64, heavy_heads: int = 4,
-                 light_ff_mult: float = 0.5, heavy_ff_mult: float = 4.0, num_routed_kv: int = 1,
-                 router_straight_through: bool = False, router_type: str = "coor_descent",
-                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs", heavy: bool = True, light_position: str = "none",
-                 tie_embeddings: bool = True, dense: bool = False, absolute_positions: bool = True,
-                 lr: float = 1e-3, weight_decay: float = 0.1, betas: Tuple[float, float] = (0.9, 0.95),
-                 warmup_steps: int = 100, max_steps: Optional[int] = None, min_lr_ratio: float = 0.1,
+                 routing: RoutingConfig = RoutingConfig(), tie_embeddings: bool = True, dense: bool = False,
+                 absolute_positions: bool = True, optim: OptimConfig = OptimConfig(),
                  sample_prompt: str = "def ", sample_length: int = 128, sample_temperature: float = 0.8,
                  sample_top_k: Optional[int] = 32, sample_seed: int = 0,
                  oracle_routing: Union[bool, List[str]] = False,
                  exact_match: bool = False, loss_guided_routing: float = 0.0,
                  oracle_steps: Optional[int] = None):
         super().__init__()
+        self.routing, self.optim = RoutingConfig.of(routing), OptimConfig.of(optim)
+        routing, optim = asdict(self.routing), asdict(self.optim)  # plain data: checkpoints load with weights_only
         self.save_hyperparameters()
-        check_optim_args(lr=lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps,
-                         max_steps=max_steps, min_lr_ratio=min_lr_ratio)
         if not sample_temperature >= 0:
             raise ValueError(f"sample_temperature must be >= 0 (0 = greedy), got {sample_temperature}")
         if sample_top_k is not None and (isinstance(sample_top_k, bool) or not isinstance(sample_top_k, int)
@@ -81,8 +89,8 @@ class LanguageModelModule(pl.LightningModule):
             for kind in oracle_routing:
                 _checks.one_of("oracle_routing", kind, ROUTER_KINDS)
         self.model = CoLT5LanguageModel(vocab_size=vocab_size, max_seq_len=seq_len, dim=dim, depth=depth,
-                                        **routing_args(locals()), tie_embeddings=tie_embeddings, dense=dense,
-                                        light_position=light_position, absolute_positions=absolute_positions)
+                                        routing=self.routing, tie_embeddings=tie_embeddings, dense=dense,
+                                        absolute_positions=absolute_positions)
         self.no_decay_names = no_weight_decay_names(self.model)  # decided before any strategy wraps the model
         self.val_loss = MeanMetric()
         self.val_exact = MeanMetric()
@@ -181,7 +189,4 @@ class LanguageModelModule(pl.LightningModule):
         log.info("sample at step %d: %r", self.global_step, text)
 
     def configure_optimizers(self):
-        hp = self.hparams
-        return configure_adamw(self.model, self.trainer, lr=hp.lr, weight_decay=hp.weight_decay, betas=hp.betas,
-                               warmup_steps=hp.warmup_steps, max_steps=hp.max_steps,
-                               min_lr_ratio=hp.min_lr_ratio, no_decay_names=self.no_decay_names)
+        return configure_adamw(self.model, self.trainer, self.optim, no_decay_names=self.no_decay_names)

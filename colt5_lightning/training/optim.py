@@ -7,10 +7,44 @@ routing tokens: `no_weight_decay` decides which parameter is which.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
+
+from ..models.config import coerce
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW and its learning-rate schedule: a linear warm-up, then a half cosine to a floor.
+
+    Args:
+        lr: the peak learning rate.
+        weight_decay: AdamW weight decay of the weight matrices (never of norms, biases,
+            embeddings, positions or routing tokens).
+        betas: AdamW's two moment decay rates.
+        warmup_steps: optimizer steps of linear warm-up.
+        max_steps: where the cosine reaches min_lr_ratio; null takes the trainer's length.
+        min_lr_ratio: the learning rate's floor, as a fraction of lr.
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    betas: Tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = 100
+    max_steps: Optional[int] = None
+    min_lr_ratio: float = 0.1
+
+    def __post_init__(self):
+        object.__setattr__(self, "betas", tuple(self.betas))
+        check_optim_args(**asdict(self))
+
+    @classmethod
+    def of(cls, value: Union["OptimConfig", Mapping[str, Any], None]) -> "OptimConfig":
+        """An OptimConfig from itself, a mapping of its fields or None (every default)."""
+        return coerce(cls, "optim", value)
 
 # parameters named like this are learned tokens or positions, not projections
 NO_DECAY_NAMES = frozenset({"routing_tokens", "null_kv", "pos_emb"})
@@ -93,13 +127,15 @@ def check_optim_args(*, lr: float, weight_decay: float, betas: Sequence[float], 
         raise ValueError(f"min_lr_ratio must lie in [0, 1], got {min_lr_ratio}")
 
 
-def configure_adamw(module: nn.Module, trainer, *, lr: float, weight_decay: float, betas: Sequence[float],
-                    warmup_steps: int, max_steps: Optional[int], min_lr_ratio: float,
+def configure_adamw(module: nn.Module, trainer, optim: Optional[OptimConfig] = None,
                     no_decay_names: Optional[frozenset] = None) -> dict:
     """What a LightningModule's configure_optimizers returns: AdamW plus the per-step schedule.
 
-    max_steps=None takes the schedule length from trainer.estimated_stepping_batches.
+    optim.max_steps=None takes the schedule length from trainer.estimated_stepping_batches.
     """
+    optim = OptimConfig.of(optim)
+    lr, weight_decay, betas, max_steps = optim.lr, optim.weight_decay, optim.betas, optim.max_steps
+    warmup_steps, min_lr_ratio = optim.warmup_steps, optim.min_lr_ratio
     if max_steps is None:
         total = trainer.estimated_stepping_batches if trainer is not None else float("inf")
         if not math.isfinite(total):
