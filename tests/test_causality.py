@@ -140,3 +140,10 @@ def test_causal_router_routes_nothing_after_an_all_padding_segment():
     routing = router(x, num_tokens=3, mask=mask)
     segment = routing.indices[0, 0] // 4
     assert not routing.routed_mask[0, 0][segment == 1].any()
+
+
+@pytest.mark.parametrize("router_type", ["sinkhorn", "cum_softmax"])
+def test_a_router_type_causal_routing_ignores_is_warned_about(router_type):
+    from colt5_lightning.routing.causal import CausalRouter
+    with pytest.warns(UserWarning, match=f"router_type='{router_type}' has no effect on causal routing"):
+        CausalRouter(8, segment_size=4, router_type=router_type)

@@ -11,7 +11,8 @@ from colt5_lightning import (
     ConditionalRoutedImageAttention,
     ConditionalRoutedTransformerBlock,
 )
-from colt5_lightning.routing import ROUTER_TYPES
+from colt5_lightning.routing import ROUTER_TYPES, Router
+from colt5_lightning.routing.causal import CausalRouter
 
 DIM, WIN, K = 32, 16, 16
 ATTN = dict(light_dim_head=16, light_heads=2, light_window_size=WIN, heavy_dim_head=16, heavy_heads=4)
@@ -112,10 +113,71 @@ def test_every_flag_combination_runs_and_trains(kind, router_type, flags):
 
 def test_kv_scaling_modes_differ():
     x = torch.randn(2, 64, DIM)
-    a = build("attn", kv_scaling="inputs")
-    b = build("attn", kv_scaling="values")
+    a = build("attn", kv_scaling="inputs", router_straight_through=False)
+    b = build("attn", kv_scaling="values", router_straight_through=False)
     b.load_state_dict(a.state_dict())
     assert not torch.allclose(a(x), b(x))
+
+
+def test_multiply_keys_by_score_is_the_papers_keys_and_values_scaling():
+    x = torch.randn(2, 64, DIM)
+    a = build("attn", multiply_keys_by_score=True, router_straight_through=False)
+    b = build("attn", kv_scaling="inputs", router_straight_through=False)
+    b.load_state_dict(a.state_dict())
+    torch.testing.assert_close(a(x), b(x))
+    assert build("attn").heavy.kv_scaling == "values"  # colt5-attention's default: values only
+
+
+def test_multiply_keys_by_score_with_values_only_scaling_is_rejected():
+    with pytest.raises(ValueError, match="multiply_keys_by_score"):
+        build("attn", multiply_keys_by_score=True, kv_scaling="values")
+
+
+@pytest.mark.parametrize("kind", ("attn", "autoregressive", "image", "block"))
+def test_multiply_queries_by_score_scales_the_routed_queries(kind):
+    torch.manual_seed(0)
+    a = build(kind, router_straight_through=False)
+    b = build(kind, router_straight_through=False, multiply_queries_by_score=True)
+    b.load_state_dict(a.state_dict())
+    x = inputs(kind)
+    assert not torch.allclose(a(*x), b(*x))
+
+
+@pytest.mark.parametrize("kind", ("attn", "autoregressive", "cross"))
+@pytest.mark.parametrize("null", [True, False])
+def test_queries_not_routed_get_the_null_token_or_nothing(kind, null):
+    torch.manual_seed(0)
+    extra = {} if kind == "cross" else dict(has_light_attn=False)
+    module = build(kind, use_null_q_tokens=null, **extra).eval()
+    args = inputs(kind)
+    out = module(*args)
+    unrouted = (out.abs().sum(-1) == 0) if not null else torch.isclose(out, module.null_q_token).all(-1)
+    assert 0 < unrouted.sum() < out.shape[0] * out.shape[1]  # some positions routed, some not
+    assert (module.null_q_token is not None) == null
+
+
+@pytest.mark.parametrize("kind", ("attn", "autoregressive", "image", "block"))
+def test_without_light_attention_there_is_no_light_branch(kind):
+    module = build(kind, has_light_attn=False)
+    attention = module.attn if hasattr(module, "attn") else module
+    assert not hasattr(attention, "light")
+    out = module(*inputs(kind))
+    assert torch.isfinite(out).all()
+
+
+def test_an_attention_with_neither_branch_is_rejected():
+    with pytest.raises(ValueError, match="no branch"):
+        build("attn", heavy=False, has_light_attn=False)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_colt5_attention_defaults_are_kept(kind):
+    module = build(kind)
+    routers = [m for m in module.modules() if isinstance(m, (Router, CausalRouter))]
+    assert routers and all(r.straight_through for r in routers)
+    if kind not in ("ff", "causal_ff"):
+        attention = getattr(module, "attn", module)
+        assert attention.null_q_token is not None
 
 
 @pytest.mark.parametrize("router_type", ROUTER_TYPES)
@@ -280,14 +342,17 @@ def test_cross_attention_masked_context_is_never_routed_nor_seen(router_type):
     assert not torch.allclose(cross(x, changed, context_mask=context_mask), out)  # the check is not vacuous
 
 
-def test_cross_attention_masked_queries_get_no_output():
-    cross = build("cross").eval()
+@pytest.mark.parametrize("null", [False, True])
+def test_cross_attention_masked_queries_get_no_attention_output(null):
+    cross = build("cross", use_null_q_tokens=null).eval()
     x, context = inputs("cross")
     mask = torch.ones(x.shape[:2], dtype=torch.bool)
     mask[:, ::3] = False
     out = cross(x, context, mask=mask)
-    assert (out[~mask] == 0).all()
-    assert (out[mask].abs().sum(-1) > 0).sum() == 2 * K  # exactly the K routed queries of each sample
+    nothing = cross.null_q_token.detach() if null else torch.zeros(DIM)
+    unrouted = torch.isclose(out, nothing).all(-1)
+    assert unrouted[~mask].all()
+    assert (~unrouted[mask]).sum() == 2 * K  # exactly the K routed queries of each sample
 
 
 @pytest.mark.parametrize("router_type", ROUTER_TYPES)

@@ -4,29 +4,40 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
+import torch
 from torch import Tensor, nn
 
 from .. import _checks
 from ..routing import Router
-from .heavy_attention import HeavyAttention
+from .heavy_attention import HeavyAttention, resolve_kv_scaling
 from .local_attention import LocalAttention
 from .routed_common import count, make_router
 
 
 class RoutedAttentionBase(nn.Module):
-    """Norm, the two routers and the heavy branch; subclasses supply the light branch and routing."""
+    """Norm, the two routers and the heavy branch; subclasses supply the light branch and routing.
+
+    colt5-attention's keywords keep its defaults: router_straight_through=True,
+    use_null_q_tokens=True (a learned output for the queries not routed), values-only key/value
+    scaling (multiply_keys_by_score=False; kv_scaling='inputs' is the paper's keys-and-values),
+    multiply_queries_by_score=False, has_light_attn=True (False: the heavy-only ablation)."""
 
     def __init__(self, dim: int, *, num_heavy_tokens_q: int, num_heavy_tokens_kv: int,
                  num_routed_kv: int = 1, light_dim_head: int = 64, light_heads: int = 8,
                  light_window_size: int = 128, heavy_dim_head: int = 64, heavy_heads: int = 8,
-                 router_straight_through: bool = False, router_type: str = "coor_descent",
-                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs",
+                 router_straight_through: bool = True, router_type: str = "coor_descent",
+                 router_kwargs: Optional[dict] = None, kv_scaling: Optional[str] = None,
+                 multiply_keys_by_score: bool = False, multiply_queries_by_score: bool = False,
+                 use_null_q_tokens: bool = True, has_light_attn: bool = True,
                  light_checkpoint: bool = False, causal_segment: Optional[int] = None,
                  max_seq_len: Optional[int] = None, heavy: bool = True, light_position: str = "none",
                  use_triton: bool = False, use_flash_attn: bool = False):
         # use_triton / use_flash_attn: colt5-attention's switches for its fused kernels; here the
         # fast paths (SDPA, the compiled solver on CUDA) are always taken, so they change nothing
         super().__init__()
+        self.has_light_attn = bool(has_light_attn)
+        self.multiply_queries_by_score = bool(multiply_queries_by_score)
+        kv_scaling = resolve_kv_scaling(kv_scaling, multiply_keys_by_score)
         self.dim = _checks.positive_int("dim", dim)
         self.num_heavy_tokens_q = _checks.positive_int("num_heavy_tokens_q", num_heavy_tokens_q)
         self.num_heavy_tokens_kv = _checks.positive_int("num_heavy_tokens_kv", num_heavy_tokens_kv)
@@ -39,8 +50,13 @@ class RoutedAttentionBase(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.max_seq_len = max_seq_len
         self.has_heavy = bool(heavy)
+        if not (self.has_heavy or self.has_light_attn):
+            raise ValueError("heavy=False and has_light_attn=False leave the attention with no branch")
+        self.null_q_token = None
         if not self.has_heavy:  # the light-only ablation: no heavy branch, no routers
             return
+        if use_null_q_tokens:  # what a query the router did not pick gets from the heavy branch
+            self.null_q_token = nn.Parameter(torch.randn(dim))
         self.heavy = HeavyAttention(dim, heads=heavy_heads, dim_head=heavy_dim_head,
                                     num_kv_routes=num_routed_kv, kv_scaling=kv_scaling)
         common = dict(router_type=router_type, straight_through=router_straight_through,
@@ -53,14 +69,31 @@ class RoutedAttentionBase(nn.Module):
         return (count("num_heavy_tokens_q", q, self.num_heavy_tokens_q),
                 count("num_heavy_tokens_kv", kv, self.num_heavy_tokens_kv))
 
+    def _light(self, x: Tensor, mask: Optional[Tensor]) -> Tensor:
+        """The light branch's output, zeros without one (has_light_attn=False)."""
+        return self.light(x, mask) if self.has_light_attn else torch.zeros_like(x)
+
     def _heavy(self, x: Tensor, mask: Optional[Tensor], k_q, k_kv, light_out: Tensor) -> Tensor:
         """Routes queries and key/values of normalised x (b, n, dim), adds the heavy output to light_out."""
         if not self.has_heavy:
             return light_out
         q_routing = self.q_router(x, num_tokens=k_q, mask=mask)
         kv_routing = self.kv_router(x, num_tokens=k_kv, mask=mask)
-        heavy = self.heavy(q_routing.tokens[:, 0], kv_routing.tokens, kv_routing.weights, kv_routing.routed_mask)
-        return Router.scatter(q_routing, heavy.unsqueeze(1), light_out)
+        heavy = self.heavy(q_routing.tokens[:, 0], kv_routing.tokens, kv_routing.weights, kv_routing.routed_mask,
+                           query_weights=self._query_weights(q_routing))
+        return self._merge(q_routing, heavy, light_out)
+
+    def _query_weights(self, q_routing) -> Optional[Tensor]:
+        return q_routing.weights[:, 0] if self.multiply_queries_by_score else None
+
+    def _merge(self, q_routing, heavy: Tensor, light_out: Tensor) -> Tensor:
+        """light_out plus the weighted heavy output at the routed queries and, with null q tokens,
+        the learned null output at every other position."""
+        out = Router.scatter(q_routing, heavy.unsqueeze(1), light_out)
+        if self.null_q_token is None:
+            return out
+        routed = Router.routed_positions(q_routing, light_out.shape[1])[:, 0]
+        return out + (~routed).unsqueeze(-1).to(out.dtype) * self.null_q_token.to(out.dtype)
 
 
 class ConditionalRoutedAttention(RoutedAttentionBase):
@@ -75,9 +108,10 @@ class ConditionalRoutedAttention(RoutedAttentionBase):
 
     def __init__(self, dim: int, **kwargs):
         super().__init__(dim, **kwargs)
-        self.light = LocalAttention(dim, heads=self.light_heads, dim_head=self.light_dim_head,
-                                    window_size=self.light_window_size, checkpoint=self.light_checkpoint,
-                                    position=self.light_position)
+        if self.has_light_attn:
+            self.light = LocalAttention(dim, heads=self.light_heads, dim_head=self.light_dim_head,
+                                        window_size=self.light_window_size, checkpoint=self.light_checkpoint,
+                                        position=self.light_position)
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None,
                 num_heavy_tokens_q: Union[int, Tensor, None] = None,
@@ -86,4 +120,4 @@ class ConditionalRoutedAttention(RoutedAttentionBase):
         mask = _checks.mask_for("mask", mask, x.shape[:2], "x (batch, seq)")
         k_q, k_kv = self._counts(num_heavy_tokens_q, num_heavy_tokens_kv)
         x = self.norm(x)
-        return self._heavy(x, mask, k_q, k_kv, self.light(x, mask))
+        return self._heavy(x, mask, k_q, k_kv, self._light(x, mask))

@@ -14,7 +14,6 @@ from typing import Optional
 from torch import Tensor
 
 from .. import _checks
-from ..routing import Router
 from .attention import RoutedAttentionBase
 from .local_attention import LocalAttention, light_block_size
 
@@ -30,9 +29,10 @@ class ConditionalRoutedAutoregressiveAttention(RoutedAttentionBase):
         self.segment_size = block if heavy_segment_size is None else _checks.positive_int(
             "heavy_segment_size", heavy_segment_size)
         super().__init__(dim, causal_segment=self.segment_size, **kwargs)
-        self.light = LocalAttention(dim, heads=self.light_heads, dim_head=self.light_dim_head,
-                                    window_size=self.light_window_size, causal=True,
-                                    checkpoint=self.light_checkpoint, position=self.light_position)
+        if self.has_light_attn:
+            self.light = LocalAttention(dim, heads=self.light_heads, dim_head=self.light_dim_head,
+                                        window_size=self.light_window_size, causal=True,
+                                        checkpoint=self.light_checkpoint, position=self.light_position)
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None, num_heavy_tokens_q: Optional[int] = None,
                 num_heavy_tokens_kv: Optional[int] = None) -> Tensor:
@@ -42,7 +42,7 @@ class ConditionalRoutedAutoregressiveAttention(RoutedAttentionBase):
         if not isinstance(k_kv, int):
             raise TypeError("num_heavy_tokens_kv must be an int for causal attention")
         x = self.norm(x)
-        out = self.light(x, mask)
+        out = self._light(x, mask)
         if not self.has_heavy:
             return out
         q_routing = self.q_router(x, num_tokens=k_q, mask=mask)
@@ -53,5 +53,5 @@ class ConditionalRoutedAutoregressiveAttention(RoutedAttentionBase):
         first = self.segment_size
         visible = (kv_position <= q_position) & ((kv_position >= first) | (q_position >= first))
         heavy = self.heavy(q_routing.tokens[:, 0], kv_routing.tokens, kv_routing.weights,
-                           kv_routing.routed_mask, attn_mask=visible)
-        return Router.scatter(q_routing, heavy.unsqueeze(1), out)
+                           kv_routing.routed_mask, attn_mask=visible, query_weights=self._query_weights(q_routing))
+        return self._merge(q_routing, heavy, out)

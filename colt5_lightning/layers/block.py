@@ -17,14 +17,16 @@ class ConditionalRoutedTransformerBlock(nn.Module):
     its token counts are budgets for `max_seq_len` tokens (default: each input's own length).
     heavy=False gives the same block without its heavy branches (light attention and light FF
     only: the ablation); light_position (none, rotary, relative) says how the light attention
-    sees distances."""
+    sees distances. colt5-attention's keywords keep its defaults (see RoutedAttentionBase)."""
 
     def __init__(self, dim: int, *, num_heavy_attn_tokens_q: int, num_heavy_attn_tokens_kv: int,
                  num_heavy_ff_tokens: int, light_dim_head: int = 64, light_heads: int = 8,
                  light_window_size: int = 128, heavy_dim_head: int = 64, heavy_heads: int = 8,
                  light_ff_mult: float = 0.5, heavy_ff_mult: float = 4, num_routed_kv: int = 1,
-                 router_straight_through: bool = False, router_type: str = "coor_descent",
-                 router_kwargs: Optional[dict] = None, kv_scaling: str = "inputs", causal: bool = False,
+                 router_straight_through: bool = True, router_type: str = "coor_descent",
+                 router_kwargs: Optional[dict] = None, kv_scaling: Optional[str] = None,
+                 multiply_keys_by_score: bool = False, multiply_queries_by_score: bool = False,
+                 use_null_q_tokens: bool = True, has_light_attn: bool = True, causal: bool = False,
                  light_checkpoint: bool = False, max_seq_len: Optional[int] = None, heavy: bool = True,
                  light_position: str = "none", use_triton: bool = False, use_flash_attn: bool = False):
         # use_triton / use_flash_attn: colt5-attention's kernel switches; the fast paths are always taken here
@@ -38,6 +40,9 @@ class ConditionalRoutedTransformerBlock(nn.Module):
                               light_dim_head=light_dim_head, light_heads=light_heads,
                               light_window_size=light_window_size, heavy_dim_head=heavy_dim_head,
                               heavy_heads=heavy_heads, kv_scaling=kv_scaling,
+                              multiply_keys_by_score=multiply_keys_by_score,
+                              multiply_queries_by_score=multiply_queries_by_score,
+                              use_null_q_tokens=use_null_q_tokens, has_light_attn=has_light_attn,
                               light_checkpoint=light_checkpoint, heavy=heavy, light_position=light_position,
                               **({"max_seq_len": max_seq_len} if causal else {}), **routing)
         self.ff = ConditionalRoutedFeedForward(dim, num_heavy_tokens=num_heavy_ff_tokens,

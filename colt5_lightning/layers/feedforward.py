@@ -18,10 +18,11 @@ class ConditionalRoutedFeedForward(nn.Module):
     `max_seq_len` the length the token budget is for (default: each input's own length).
     heavy=False keeps only the light FF (the light-only ablation). use_triton (colt5-attention's
     fused-solver switch) is accepted and changes nothing: the compiled solver is used on CUDA anyway.
+    router_straight_through defaults to True, as in colt5-attention.
     """
 
     def __init__(self, dim: int, *, num_heavy_tokens: int, light_ff_mult: float = 0.5,
-                 heavy_ff_mult: float = 4, router_straight_through: bool = False,
+                 heavy_ff_mult: float = 4, router_straight_through: bool = True,
                  router_type: str = "coor_descent", router_kwargs: Optional[dict] = None,
                  causal: bool = False, causal_segment_size: int = 128, max_seq_len: Optional[int] = None,
                  heavy: bool = True, use_triton: bool = False):

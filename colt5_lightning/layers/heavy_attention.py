@@ -16,6 +16,17 @@ from .. import _checks
 KV_SCALINGS = ("inputs", "values")
 
 
+def resolve_kv_scaling(kv_scaling: Optional[str], multiply_keys_by_score: bool) -> str:
+    """kv_scaling from colt5-attention's multiply_keys_by_score when not given: scaling keys and
+    values by the router weight ('inputs': equal, the projections having no bias) or values only."""
+    if kv_scaling is None:
+        return "inputs" if multiply_keys_by_score else "values"
+    if multiply_keys_by_score and kv_scaling == "values":
+        raise ValueError("multiply_keys_by_score=True contradicts kv_scaling='values' (values only): "
+                         "give one of them")
+    return kv_scaling
+
+
 class HeavyAttention(nn.Module):
     """queries (b, m_q, dim), kv (b, r, m_kv, dim_context) with weights (b, r, m_kv) -> (b, m_q, dim).
 
@@ -40,12 +51,15 @@ class HeavyAttention(nn.Module):
         self.to_out = nn.Linear(heads * dim_head, dim, bias=False)
 
     def forward(self, queries: Tensor, kv: Tensor, kv_weights: Tensor, kv_mask: Tensor,
-                attn_mask: Optional[Tensor] = None) -> Tensor:
-        """attn_mask (b, m_q, r, m_kv) restricts which routed keys each query sees (causal routing)."""
+                attn_mask: Optional[Tensor] = None, query_weights: Optional[Tensor] = None) -> Tensor:
+        """attn_mask (b, m_q, r, m_kv) restricts which routed keys each query sees (causal routing);
+        query_weights (b, m_q) scale the projected queries (colt5-attention's multiply_queries_by_score)."""
         b, m_q, _ = queries.shape
         _, r, m_kv, _ = kv.shape
         h, hr, d = self.heads, self.heads // r, self.dim_head
         q = self.to_q(queries).view(b, m_q, h, d).transpose(1, 2)
+        if query_weights is not None:
+            q = q * query_weights.view(b, 1, m_q, 1).to(q.dtype)
         w = kv_weights.unsqueeze(-1)
         if self.kv_scaling == "inputs":
             kv = kv * w.to(kv.dtype)

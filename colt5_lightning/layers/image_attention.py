@@ -18,8 +18,9 @@ class ConditionalRoutedImageAttention(RoutedAttentionBase):
     def __init__(self, dim: int, *, channel_first: bool = False, **kwargs):
         super().__init__(dim, **kwargs)
         self.channel_first = bool(channel_first)
-        self.light = WindowAttention2d(dim, heads=self.light_heads, dim_head=self.light_dim_head,
-                                       window_size=self.light_window_size)
+        if self.has_light_attn:
+            self.light = WindowAttention2d(dim, heads=self.light_heads, dim_head=self.light_dim_head,
+                                           window_size=self.light_window_size)
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None,
                 num_heavy_tokens_q: Union[int, Tensor, None] = None,
@@ -41,7 +42,7 @@ class ConditionalRoutedImageAttention(RoutedAttentionBase):
         mask = _checks.mask_for("mask", mask, (b, h, w), "the image (batch, height, width)")
         k_q, k_kv = self._counts(num_heavy_tokens_q, num_heavy_tokens_kv)
         x = self.norm(x)
-        light = self.light(x, mask)
+        light = self._light(x, mask)
         flat_mask = None if mask is None else mask.reshape(b, h * w)
         out = self._heavy(x.reshape(b, h * w, d), flat_mask, k_q, k_kv, light.reshape(b, h * w, d))
         out = out.view(b, h, w, d)

@@ -38,6 +38,11 @@ class RoutingConfig:
             paper: keys and values) or "values" (colt5-attention: values only).
         heavy: false drops every heavy branch and its routers (the light-only ablation).
         light_position: how the light attention sees distances: none, rotary or relative.
+        use_null_q_tokens: queries the router did not pick get a learned output from the heavy
+            attention instead of nothing (colt5-attention's default is True).
+        multiply_queries_by_score: the query router's weights also scale the routed queries.
+        has_light_attn: false drops the light attention (the heavy-only ablation; the light
+            feed-forward stays).
     """
 
     num_heavy_attn_tokens_q: int = 64
@@ -57,6 +62,9 @@ class RoutingConfig:
     kv_scaling: str = "inputs"
     heavy: bool = True
     light_position: str = "none"
+    use_null_q_tokens: bool = False
+    multiply_queries_by_score: bool = False
+    has_light_attn: bool = True
 
     @classmethod
     def of(cls, value: Union["RoutingConfig", Mapping[str, Any], None]) -> "RoutingConfig":

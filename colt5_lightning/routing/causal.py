@@ -25,6 +25,7 @@ as it does inside a longer sequence. Routed slots are in position order.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional
 
 import torch
@@ -162,6 +163,9 @@ class CausalRouter(nn.Module):
         self.reference_len = None if reference_len is None else _checks.positive_int("reference_len", reference_len)
         self.num_routing_tokens = _checks.positive_int("num_routing_tokens", num_routing_tokens)
         self.router_type = router_type  # kept for the monitor; the threshold is the coordinate-descent dual
+        if router_type != "coor_descent":
+            warnings.warn(f"router_type={router_type!r} has no effect on causal routing (a decoder's routers): "
+                          "its thresholds are always coordinate-descent duals", UserWarning, stacklevel=2)
         self.straight_through = bool(straight_through)
         if not over_fetch >= 1.0:
             raise ValueError(f"over_fetch must be >= 1, got {over_fetch}")

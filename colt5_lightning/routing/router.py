@@ -151,6 +151,13 @@ class Router(nn.Module):
                        num_tokens=k)
 
     @staticmethod
+    def routed_positions(routing: Routing, n: int) -> Tensor:
+        """(b, r, n) bool: the positions held by a valid routed slot of each route."""
+        b, r, _ = routing.indices.shape
+        hits = torch.zeros(b, r, n, dtype=torch.int32, device=routing.indices.device)
+        return hits.scatter_add_(-1, routing.indices, routing.routed_mask.int()) > 0
+
+    @staticmethod
     def scatter(routing: Routing, values: Tensor, out: Tensor) -> Tensor:
         """Adds values (b, r, m, d), scaled by the routing weights, at the routed positions of out."""
         return scatter_add_tokens(out, routing.indices, values * routing.weights.unsqueeze(-1).to(values.dtype))

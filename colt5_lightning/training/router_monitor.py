@@ -54,9 +54,7 @@ STATS = ("frac_routed", "weight_entropy", "weight_mean", "weight_std", "topk_mar
 
 def selected_positions(routing: Routing, n: int) -> Tensor:
     """(b, r, n) bool: the positions held by a valid routed slot."""
-    b, r, _ = routing.indices.shape
-    hits = torch.zeros(b, r, n, dtype=torch.int32, device=routing.indices.device)
-    return hits.scatter_add_(-1, routing.indices, routing.routed_mask.int()) > 0
+    return Router.routed_positions(routing, n)
 
 
 def _mean_where(values: Tensor, ok: Tensor) -> Tensor:
