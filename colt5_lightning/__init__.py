@@ -7,10 +7,10 @@ from .layers import (
     ConditionalRoutedImageAttention,
     ConditionalRoutedTransformerBlock,
 )
-from .routing import Router, coor_descent, topk
+from .routing import CoordinateDescentRouter, Router, coor_descent, topk
 
 __version__ = "0.1.0"
 
 __all__ = ["ConditionalRoutedAttention", "ConditionalRoutedAutoregressiveAttention",
            "ConditionalRoutedCrossAttention", "ConditionalRoutedFeedForward",
-           "ConditionalRoutedImageAttention", "ConditionalRoutedTransformerBlock", "Router", "coor_descent", "topk"]
+           "ConditionalRoutedImageAttention", "ConditionalRoutedTransformerBlock", "CoordinateDescentRouter", "Router", "coor_descent", "topk"]

@@ -85,3 +85,33 @@ def test_every_reference_keyword_is_taken_with_the_reference_default(name):
             continue
         expected = None if param.default == {} else param.default  # router_kwargs: {} there, None here
         assert ours[keyword] == expected, f"{name}.{keyword}: {ours[keyword]!r} here, {param.default!r} there"
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("routes", [1, 2])
+def test_coordinate_descent_router_equals_colt5_attentions_when_its_solver_converges(masked, routes):
+    from colt5_attention import CoordinateDescentRouter as Reference
+
+    from colt5_lightning import CoordinateDescentRouter
+    torch.manual_seed(0)
+    dim, n, k = 16, 48, 8
+    reference = Reference(dim, num_routing_tokens=routes, n_iters=2000, eps=0.1).eval()
+    ours = CoordinateDescentRouter(dim, num_routing_tokens=routes, eps=0.1).eval()
+    ours.routing_tokens.data.copy_(reference.routing_token)
+    x = torch.randn(3, n, dim)
+    mask = torch.rand(3, n) > 0.3 if masked else None
+    expected, got = reference(x, num_tokens=k, mask=mask), ours(x, num_tokens=k, mask=mask)
+    torch.testing.assert_close(got.indices.sort(-1).values, expected.indices.sort(-1).values)
+    torch.testing.assert_close(got.scores.sort(-1).values, expected.scores.sort(-1).values)
+    own_sample = x.unsqueeze(1).expand(3, routes, n, dim).gather(
+        2, got.indices.view(3, routes, k, 1).expand(3, routes, k, dim)).view_as(got.routed_tokens)
+    torch.testing.assert_close(got.routed_tokens, own_sample)  # each sample's own tokens
+    if routes == 1:
+        torch.testing.assert_close(got.routed_tokens.sum(-2), expected.routed_tokens.sum(-2), atol=1e-4, rtol=1e-4)
+    else:  # the documented difference: with several routes the reference gathers from other samples
+        assert not torch.allclose(expected.routed_tokens[1:].sum(-2), got.routed_tokens[1:].sum(-2))
+    if masked:
+        own_mask = mask.unsqueeze(1).expand(3, routes, n).gather(2, got.indices.view(3, routes, k))
+        torch.testing.assert_close(got.routed_mask, own_mask.view_as(got.routed_mask))
+        if routes == 1:  # (the reference's multi-route mask comes from other samples too)
+            torch.testing.assert_close(got.routed_mask, expected.routed_mask)

@@ -417,3 +417,23 @@ def test_window_duals_name_non_finite_scores_like_the_whole_window_solve():
     seg_scores[0, 0, 1, 3] = 0.0
     seg_scores[0, 0, 3, 3] = float("nan")  # the last segment is in no window
     window_duals(seg_scores, seg_valid, 2, 0.1, 0.03)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_fetch_k_ratio_is_colt5_attentions_name_for_over_fetch(causal):
+    from colt5_lightning.routing.causal import CausalRouter
+    router = CausalRouter(DIM, segment_size=4, fetch_k_ratio=1.5) if causal else Router(DIM, fetch_k_ratio=1.5)
+    assert router.over_fetch == 1.5
+    with pytest.raises(ValueError, match="same setting"):
+        Router(DIM, over_fetch=1.25, fetch_k_ratio=1.5)
+
+
+@pytest.mark.parametrize("router_type", ROUTER_TYPES)
+def test_random_route_routes_by_chance_not_by_score(router_type):
+    torch.manual_seed(0)
+    router = Router(DIM, router_type=router_type).eval()
+    x = torch.randn(1, 64, DIM)
+    learned = router(x, num_tokens=8).indices
+    assert torch.equal(router(x, num_tokens=8).indices, learned)  # deterministic without it
+    assert any(not torch.equal(router(x, num_tokens=8, random_route=True).indices.sort(-1).values,
+                               learned.sort(-1).values) for _ in range(3))

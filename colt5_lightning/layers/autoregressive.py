@@ -35,7 +35,8 @@ class ConditionalRoutedAutoregressiveAttention(RoutedAttentionBase):
                                         checkpoint=self.light_checkpoint, position=self.light_position)
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None, num_heavy_tokens_q: Optional[int] = None,
-                num_heavy_tokens_kv: Optional[int] = None) -> Tensor:
+                num_heavy_tokens_kv: Optional[int] = None, random_route: bool = False) -> Tensor:
+        """random_route: queries and key/values routed by random scores (a negative control)."""
         _checks.features("x", x, self.dim)
         mask = _checks.mask_for("mask", mask, x.shape[:2], "x (batch, seq)")
         k_q, k_kv = self._counts(num_heavy_tokens_q, num_heavy_tokens_kv)
@@ -45,8 +46,8 @@ class ConditionalRoutedAutoregressiveAttention(RoutedAttentionBase):
         out = self._light(x, mask)
         if not self.has_heavy:
             return out
-        q_routing = self.q_router(x, num_tokens=k_q, mask=mask)
-        kv_routing = self.kv_router(x, num_tokens=k_kv, mask=mask)
+        q_routing = self.q_router(x, num_tokens=k_q, mask=mask, random_route=random_route)
+        kv_routing = self.kv_router(x, num_tokens=k_kv, mask=mask, random_route=random_route)
         q_position = q_routing.indices[:, 0]  # (b, m_q)
         kv_position = kv_routing.indices.unsqueeze(1)  # (b, 1, r, m_kv)
         q_position = q_position.view(*q_position.shape, 1, 1)  # (b, m_q, 1, 1)

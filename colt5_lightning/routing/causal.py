@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from .. import _checks
 from .gather import gather_tokens
-from .router import Routing, adjust_scores, named_errors
+from .router import Routing, adjust_scores, named_errors, raw_scores, reference_router_keywords
 from .soft_topk import _check_finite, dual_per_row, eps_schedule
 
 
@@ -156,7 +156,9 @@ class CausalRouter(nn.Module):
                  eps_init: Optional[float] = 4.0, eps_decay: float = 0.7, method: str = "exact",
                  fused: Optional[bool] = None, history: int = 4, burst: float = 0.5,
                  score_noise: float = 0.0, route_first_segment: bool = False,
-                 router_type: str = "coor_descent"):
+                 router_type: str = "coor_descent", fetch_k_ratio: Optional[float] = None,
+                 cosine_sim_routing: bool = False, cosine_sim_scale: float = 8.0, use_triton: bool = False,
+                 triton_checkpoint_segments: Optional[int] = None):
         super().__init__()
         self.dim = _checks.positive_int("dim", dim)
         self.segment_size = _checks.positive_int("segment_size", segment_size)
@@ -167,9 +169,8 @@ class CausalRouter(nn.Module):
             warnings.warn(f"router_type={router_type!r} has no effect on causal routing (a decoder's routers): "
                           "its thresholds are always coordinate-descent duals", UserWarning, stacklevel=2)
         self.straight_through = bool(straight_through)
-        if not over_fetch >= 1.0:
-            raise ValueError(f"over_fetch must be >= 1, got {over_fetch}")
-        self.over_fetch = float(over_fetch)
+        self.over_fetch, self.cosine_sim_scale = reference_router_keywords(over_fetch, fetch_k_ratio,
+                                                                           cosine_sim_routing, cosine_sim_scale)
         self.history = _checks.positive_int("history", history)
         if not 0.0 <= burst <= 1.0:
             raise ValueError(f"burst must be a fraction of the routed slots in [0, 1], got {burst}")
@@ -193,7 +194,9 @@ class CausalRouter(nn.Module):
         k = self.num_slots(num_tokens, seq_len, training=False)
         return (k - math.ceil(self.burst * k)) * seq_len / (self.reference_len or seq_len)
 
-    def forward(self, x: Tensor, *, num_tokens: int, mask: Optional[Tensor] = None) -> Routing:
+    def forward(self, x: Tensor, *, num_tokens: int, mask: Optional[Tensor] = None,
+                random_route: bool = False) -> Routing:
+        """random_route: route by random scores instead of learned ones (a negative control; still causal)."""
         _checks.features("x", x, self.dim)
         b, n, _ = x.shape
         mask = _checks.mask_for("mask", mask, (b, n), "x (batch, seq)")
@@ -206,10 +209,9 @@ class CausalRouter(nn.Module):
             raise ValueError(f"input length {n} exceeds the causal router's reference_len {self.reference_len} "
                              "(a model's max_seq_len): positions past it could never be routed")
         reference = self.reference_len or n
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            clean = F.linear(x.float(), self.routing_tokens.float()).transpose(1, 2)  # (b, r, n)
+        clean = raw_scores(x, self.routing_tokens, self.cosine_sim_scale)  # (b, r, n)
         noise = self.score_noise if self.training else 0.0
-        scores = adjust_scores(clean, noise, self.forced)
+        scores = adjust_scores(clean, noise, self.forced, random_route)
         valid = (torch.ones(b, n, dtype=torch.bool, device=x.device) if mask is None else mask)
         valid = valid.unsqueeze(1).expand(b, r, n)
 

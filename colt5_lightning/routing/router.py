@@ -38,8 +38,37 @@ class Routing:
 FORCED_BONUS = 1e4  # far above any learned score: a forced token is always selected, at weight 1
 
 
-def adjust_scores(scores: Tensor, noise: float, forced: Optional[Tensor]) -> Tensor:
-    """scores (b, r, n) plus N(0, noise²) and, where forced (b, n) is True, FORCED_BONUS."""
+def raw_scores(x: Tensor, routing_tokens: Tensor, cosine_sim_scale: Optional[float] = None) -> Tensor:
+    """(b, r, n) float32 scores of x (b, n, d) against routing_tokens (r, d): dot products, or with
+    cosine_sim_scale (colt5-attention's cosine_sim_routing) scaled cosine similarities."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x, tokens = x.float(), routing_tokens.float()
+        if cosine_sim_scale is not None:
+            x, tokens = F.normalize(x, dim=-1), F.normalize(tokens, dim=-1) * cosine_sim_scale
+        # a linear layer rather than einsum: its backward is one GEMM, not a batched outer
+        # product (2.5x faster fwd+bwd at 4096x512 on CPU)
+        return F.linear(x, tokens).transpose(1, 2)
+
+
+def reference_router_keywords(over_fetch: float, fetch_k_ratio: Optional[float], cosine_sim_routing: bool,
+                              cosine_sim_scale: float) -> tuple:
+    """(over_fetch, cosine scale or None) from colt5-attention's router keywords: fetch_k_ratio is
+    its name for over_fetch; cosine_sim_routing scores by cosine similarity × cosine_sim_scale."""
+    if fetch_k_ratio is not None:
+        if over_fetch != 9 / 8 and over_fetch != fetch_k_ratio:
+            raise ValueError(f"over_fetch={over_fetch} and fetch_k_ratio={fetch_k_ratio} name the same setting: give one")
+        over_fetch = fetch_k_ratio
+    if not over_fetch >= 1.0:
+        raise ValueError(f"over_fetch (fetch_k_ratio) must be >= 1, got {over_fetch}")
+    scale = _checks.positive_number("cosine_sim_scale", cosine_sim_scale) if cosine_sim_routing else None
+    return float(over_fetch), scale
+
+
+def adjust_scores(scores: Tensor, noise: float, forced: Optional[Tensor], random_route: bool = False) -> Tensor:
+    """scores (b, r, n) plus N(0, noise²) and, where forced (b, n) is True, FORCED_BONUS;
+    random_route replaces them by N(0, 1) draws first (colt5-attention's negative control)."""
+    if random_route:
+        scores = torch.randn_like(scores)
     if noise:
         scores = scores + noise * torch.randn_like(scores)
     if forced is not None:
@@ -69,20 +98,25 @@ class Router(nn.Module):
     soft top-k, so tokens just below the cut are sometimes routed and learn whether they should
     be. Without it a router can settle early on never routing the tokens that matter (a pass
     key's placeholders): unrouted tokens get no gradient.
+    colt5-attention's router keywords: fetch_k_ratio (= over_fetch), cosine_sim_routing and
+    cosine_sim_scale (scores are scaled cosine similarities), use_triton and
+    triton_checkpoint_segments (accepted; the fused solver is chosen by `fused`).
     """
 
     def __init__(self, dim: int, *, num_routing_tokens: int = 1, router_type: str = "coor_descent",
                  straight_through: bool = False, over_fetch: float = 9 / 8, n_iters: Optional[int] = None,
                  eps: Optional[float] = None, eps_init: Optional[float] = 4.0, eps_decay: float = 0.7,
-                 method: str = "exact", fused: Optional[bool] = None, score_noise: float = 0.0):
+                 method: str = "exact", fused: Optional[bool] = None, score_noise: float = 0.0,
+                 fetch_k_ratio: Optional[float] = None, cosine_sim_routing: bool = False,
+                 cosine_sim_scale: float = 8.0, use_triton: bool = False,
+                 triton_checkpoint_segments: Optional[int] = None):
         super().__init__()
         self.dim = _checks.positive_int("dim", dim)
         self.num_routing_tokens = _checks.positive_int("num_routing_tokens", num_routing_tokens)
         self.router_type = _checks.one_of("router_type", router_type, ROUTER_TYPES)
-        if not over_fetch >= 1.0:
-            raise ValueError(f"over_fetch must be >= 1, got {over_fetch}")
+        self.over_fetch, self.cosine_sim_scale = reference_router_keywords(over_fetch, fetch_k_ratio,
+                                                                           cosine_sim_routing, cosine_sim_scale)
         self.straight_through = bool(straight_through)
-        self.over_fetch = float(over_fetch)
         defaults = {"coor_descent": (20, 0.03), "sinkhorn": (30, 0.05), "cum_softmax": (1, 1.0)}[router_type]
         self.n_iters = _checks.positive_int("n_iters", defaults[0] if n_iters is None else n_iters)
         self.eps = _checks.positive_number("eps", defaults[1] if eps is None else eps)
@@ -99,14 +133,11 @@ class Router(nn.Module):
         return (f"dim={self.dim}, num_routing_tokens={self.num_routing_tokens}, "
                 f"router_type={self.router_type!r}, straight_through={self.straight_through}")
 
-    def score(self, x: Tensor) -> Tensor:
+    def score(self, x: Tensor, random_route: bool = False) -> Tensor:
         """Router scores (b, r, n) in float32, autocast or not, with exploration noise while
         training and forced positions raised above all others."""
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            # a linear layer rather than einsum: its backward is one GEMM, not a batched outer
-            # product (2.5x faster fwd+bwd at 4096x512 on CPU)
-            scores = F.linear(x.float(), self.routing_tokens.float()).transpose(1, 2)
-        return adjust_scores(scores, self.score_noise if self.training else 0.0, self.forced)
+        scores = raw_scores(x, self.routing_tokens, self.cosine_sim_scale)
+        return adjust_scores(scores, self.score_noise if self.training else 0.0, self.forced, random_route)
 
     def soft_topk(self, scores: Tensor, k, mask: Optional[Tensor]) -> Tensor:
         if self.router_type == "coor_descent":
@@ -117,13 +148,15 @@ class Router(nn.Module):
             return sinkhorn_topk(scores, k=k, n_iters=self.n_iters, eps=self.eps, mask=mask)
         return cum_softmax_topk(scores, k=k, mask=mask)
 
-    def forward(self, x: Tensor, *, num_tokens: Union[int, Tensor], mask: Optional[Tensor] = None) -> Routing:
+    def forward(self, x: Tensor, *, num_tokens: Union[int, Tensor], mask: Optional[Tensor] = None,
+                random_route: bool = False) -> Routing:
+        """random_route: route by random scores instead of learned ones (a negative control)."""
         _checks.features("x", x, self.dim)
         b, n, _ = x.shape
         mask = _checks.mask_for("mask", mask, (b, n), "x (batch, seq)")
         k = _checks.token_count("num_tokens", num_tokens)
         r = self.num_routing_tokens
-        scores = self.score(x)
+        scores = self.score(x, random_route)
         valid = None if mask is None else mask.unsqueeze(1).expand(b, r, n)
         k_rows = k.to(x.device).repeat_interleave(r) if isinstance(k, Tensor) else k
         with named_errors(self.label):
