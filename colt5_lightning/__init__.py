@@ -7,10 +7,11 @@ from .layers import (
     ConditionalRoutedImageAttention,
     ConditionalRoutedTransformerBlock,
 )
+from .models import ConditionalRoutedViT
 from .routing import CoordinateDescentRouter, Router, coor_descent, topk
 
 __version__ = "0.1.0"
 
 __all__ = ["ConditionalRoutedAttention", "ConditionalRoutedAutoregressiveAttention",
            "ConditionalRoutedCrossAttention", "ConditionalRoutedFeedForward",
-           "ConditionalRoutedImageAttention", "ConditionalRoutedTransformerBlock", "CoordinateDescentRouter", "Router", "coor_descent", "topk"]
+           "ConditionalRoutedImageAttention", "ConditionalRoutedTransformerBlock", "ConditionalRoutedViT", "CoordinateDescentRouter", "Router", "coor_descent", "topk"]

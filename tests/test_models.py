@@ -195,3 +195,42 @@ def test_routing_config_of_none_or_an_empty_mapping_is_the_default(value):
 def test_an_unknown_routing_setting_is_named():
     with pytest.raises(ValueError, match="routing has no setting 'light_windw_size'"):
         RoutingConfig.of({"light_windw_size": 8})
+
+
+def tiny_vit(**kwargs):
+    from colt5_lightning import ConditionalRoutedViT
+    args = dict(image_size=16, patch_size=2, num_classes=5, dim=32, depth=2, attn_num_heavy_tokens_q=8,
+                attn_num_heavy_tokens_kv=8, attn_heavy_dim_head=8, attn_heavy_heads=2, attn_light_dim_head=8,
+                attn_light_heads=2, attn_light_window_size=4, ff_num_heavy_tokens=8, ff_heavy_mult=2,
+                ff_light_mult=0.5)
+    return ConditionalRoutedViT(**{**args, **kwargs})
+
+
+def test_routed_vit_classifies_images_and_trains_every_parameter():
+    torch.manual_seed(0)
+    model = tiny_vit()
+    logits = model(torch.randn(2, 3, 16, 16))
+    assert logits.shape == (2, 5)
+    logits.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_routed_vit_takes_rectangular_images_and_its_router_eps_default():
+    model = tiny_vit(image_size=(16, 8), channels=1)
+    assert model(torch.randn(2, 1, 16, 8)).shape == (2, 5)
+    assert {r.eps for r in routers(model)} == {1.0}  # default_coor_descent_eps
+    assert {r.eps for r in routers(tiny_vit(router_kwargs={"eps": 0.1}))} == {0.1}
+
+
+def test_routed_vit_patches_hold_each_patch_row_by_row_channels_last():
+    model = tiny_vit(image_size=4, patch_size=2, channels=2, attn_light_window_size=1)
+    images = torch.arange(2 * 4 * 4, dtype=torch.float32).view(1, 2, 4, 4)
+    first = model.patches(images)[0, 0, 0]  # top-left patch: pixels (0,0) (0,1) (1,0) (1,1), 2 channels each
+    assert first.tolist() == [0, 16, 1, 17, 4, 20, 5, 21]
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(image_size=15), "divisible by patch_size"),
+                                           (dict(dim=30), "multiple of 4")], ids=["patch", "dim"])
+def test_routed_vit_bad_arguments_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_vit(**kwargs)

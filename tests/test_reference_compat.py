@@ -115,3 +115,10 @@ def test_coordinate_descent_router_equals_colt5_attentions_when_its_solver_conve
         torch.testing.assert_close(got.routed_mask, own_mask.view_as(got.routed_mask))
         if routes == 1:  # (the reference's multi-route mask comes from other samples too)
             torch.testing.assert_close(got.routed_mask, expected.routed_mask)
+
+
+def test_routed_vit_positions_equal_colt5_attentions():
+    from colt5_attention.vit import posemb_sincos_2d
+
+    from colt5_lightning.models.vit import sincos_positions_2d
+    torch.testing.assert_close(sincos_positions_2d(6, 4, 32), posemb_sincos_2d(torch.zeros(1, 6, 4, 32)))

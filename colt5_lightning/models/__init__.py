@@ -4,5 +4,6 @@ from .config import RoutingConfig
 from .encoder import CoLT5Encoder
 from .image import CoLT5ImageClassifier
 from .language_model import CoLT5LanguageModel
+from .vit import ConditionalRoutedViT
 
-__all__ = ["CoLT5Encoder", "CoLT5ImageClassifier", "CoLT5LanguageModel", "CoLT5SequenceClassifier", "RoutingConfig"]
+__all__ = ["CoLT5Encoder", "CoLT5ImageClassifier", "CoLT5LanguageModel", "CoLT5SequenceClassifier", "ConditionalRoutedViT", "RoutingConfig"]
