@@ -1,5 +1,6 @@
 """Against colt5-attention 0.11.2 itself, with copied weights (runs where it is installed:
-`pip install -e ".[bench]"`). So far: the light branch's window."""
+`pip install -e ".[bench]"`): the light window, topk, CoordinateDescentRouter, ViT positions,
+every public name, and every constructor keyword with its default."""
 from __future__ import annotations
 
 import pytest
@@ -122,3 +123,12 @@ def test_routed_vit_positions_equal_colt5_attentions():
 
     from colt5_lightning.models.vit import sincos_positions_2d
     torch.testing.assert_close(sincos_positions_2d(6, 4, 32), posemb_sincos_2d(torch.zeros(1, 6, 4, 32)))
+
+
+def test_every_public_name_of_colt5_attention_is_importable_here():
+    import colt5_attention
+
+    import colt5_lightning
+    public = [name for name in vars(colt5_attention) if not name.startswith("_")
+              and callable(getattr(colt5_attention, name)) and getattr(colt5_attention, name).__module__.startswith("colt5")]
+    assert public and [name for name in public if not hasattr(colt5_lightning, name)] == []
