@@ -444,3 +444,30 @@ def test_the_light_window_reaches_as_far_as_colt5_attentions(causal, seen, posit
     touched = (x.grad[0].abs().sum(-1) > 0).nonzero().flatten()
     assert (touched.min().item(), touched.max().item()) == seen
     assert len(touched) == seen[1] - seen[0] + 1
+
+
+@pytest.mark.parametrize("kind", ("attn", "autoregressive"))
+def test_rotary_emb_rotates_the_heavy_queries_and_keys_by_position(kind):
+    torch.manual_seed(0)
+    plain = build(kind).eval()
+    rotary = build(kind, rotary_emb=True).eval()
+    rotary.load_state_dict(plain.state_dict())  # the rotation has no parameters
+    x = inputs(kind)
+    assert not torch.allclose(plain(*x), rotary(*x))
+
+
+def test_rotary_heavy_attention_stays_causal():
+    torch.manual_seed(0)
+    module = build("autoregressive", rotary_emb=True).eval()
+    x = torch.randn(1, 64, DIM)
+    changed = x.clone()
+    changed[:, 40:] = torch.randn(1, 24, DIM)
+    torch.testing.assert_close(module(x)[:, :40], module(changed)[:, :40])
+
+
+def test_rotary_scores_depend_on_the_distance_only():
+    from colt5_lightning.layers.rotary import RotaryEmbedding
+    rotary = RotaryEmbedding(8)
+    q, k = torch.randn(8), torch.randn(8)
+    score = lambda i, j: (rotary.at(q, torch.tensor(float(i))) * rotary.at(k, torch.tensor(float(j)))).sum()  # noqa: E731
+    torch.testing.assert_close(score(5, 2), score(103, 100))

@@ -20,7 +20,8 @@ class RoutedAttentionBase(nn.Module):
     colt5-attention's keywords keep its defaults: router_straight_through=True,
     use_null_q_tokens=True (a learned output for the queries not routed), values-only key/value
     scaling (multiply_keys_by_score=False; kv_scaling='inputs' is the paper's keys-and-values),
-    multiply_queries_by_score=False, has_light_attn=True (False: the heavy-only ablation)."""
+    multiply_queries_by_score=False, has_light_attn=True (False: the heavy-only ablation),
+    rotary_emb=False (True: the heavy attention's queries and keys rotated by their positions)."""
 
     def __init__(self, dim: int, *, num_heavy_tokens_q: int, num_heavy_tokens_kv: int,
                  num_routed_kv: int = 1, light_dim_head: int = 64, light_heads: int = 8,
@@ -28,7 +29,7 @@ class RoutedAttentionBase(nn.Module):
                  router_straight_through: bool = True, router_type: str = "coor_descent",
                  router_kwargs: Optional[dict] = None, kv_scaling: Optional[str] = None,
                  multiply_keys_by_score: bool = False, multiply_queries_by_score: bool = False,
-                 use_null_q_tokens: bool = True, has_light_attn: bool = True,
+                 use_null_q_tokens: bool = True, has_light_attn: bool = True, rotary_emb: bool = False,
                  light_checkpoint: bool = False, causal_segment: Optional[int] = None,
                  max_seq_len: Optional[int] = None, heavy: bool = True, light_position: str = "none",
                  use_triton: bool = False, use_flash_attn: bool = False):
@@ -58,7 +59,7 @@ class RoutedAttentionBase(nn.Module):
         if use_null_q_tokens:  # what a query the router did not pick gets from the heavy branch
             self.null_q_token = nn.Parameter(torch.randn(dim))
         self.heavy = HeavyAttention(dim, heads=heavy_heads, dim_head=heavy_dim_head,
-                                    num_kv_routes=num_routed_kv, kv_scaling=kv_scaling)
+                                    num_kv_routes=num_routed_kv, kv_scaling=kv_scaling, rotary=rotary_emb)
         common = dict(router_type=router_type, straight_through=router_straight_through,
                       router_kwargs=router_kwargs)
         self.q_router = make_router(dim, causal_segment=causal_segment, max_seq_len=max_seq_len, **common)
@@ -80,7 +81,8 @@ class RoutedAttentionBase(nn.Module):
         q_routing = self.q_router(x, num_tokens=k_q, mask=mask)
         kv_routing = self.kv_router(x, num_tokens=k_kv, mask=mask)
         heavy = self.heavy(q_routing.tokens[:, 0], kv_routing.tokens, kv_routing.weights, kv_routing.routed_mask,
-                           query_weights=self._query_weights(q_routing))
+                           query_weights=self._query_weights(q_routing),
+                           positions=(q_routing.indices[:, 0], kv_routing.indices))
         return self._merge(q_routing, heavy, light_out)
 
     def _query_weights(self, q_routing) -> Optional[Tensor]:

@@ -54,5 +54,6 @@ class ConditionalRoutedAutoregressiveAttention(RoutedAttentionBase):
         first = self.segment_size
         visible = (kv_position <= q_position) & ((kv_position >= first) | (q_position >= first))
         heavy = self.heavy(q_routing.tokens[:, 0], kv_routing.tokens, kv_routing.weights,
-                           kv_routing.routed_mask, attn_mask=visible, query_weights=self._query_weights(q_routing))
+                           kv_routing.routed_mask, attn_mask=visible, query_weights=self._query_weights(q_routing),
+                           positions=(q_routing.indices[:, 0], kv_routing.indices))
         return self._merge(q_routing, heavy, out)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import _checks
+from .rotary import RotaryEmbedding
 
 KV_SCALINGS = ("inputs", "values")
 
@@ -35,7 +36,7 @@ class HeavyAttention(nn.Module):
     """
 
     def __init__(self, dim: int, *, heads: int, dim_head: int, num_kv_routes: int = 1,
-                 dim_context: Optional[int] = None, kv_scaling: str = "inputs"):
+                 dim_context: Optional[int] = None, kv_scaling: str = "inputs", rotary: bool = False):
         super().__init__()
         self.heads = _checks.positive_int("heavy_heads", heads)
         self.dim_head = _checks.positive_int("heavy_dim_head", dim_head)
@@ -49,11 +50,15 @@ class HeavyAttention(nn.Module):
                                                   dim_context) * dim_context ** -0.5)
         self.null_kv = nn.Parameter(torch.randn(2, heads, 1, dim_head) * dim_head ** -0.5)
         self.to_out = nn.Linear(heads * dim_head, dim, bias=False)
+        # rotary: queries and keys rotated by their positions in the sequence (colt5-attention's rotary_emb)
+        self.rotary = RotaryEmbedding(dim_head) if rotary else None
 
     def forward(self, queries: Tensor, kv: Tensor, kv_weights: Tensor, kv_mask: Tensor,
-                attn_mask: Optional[Tensor] = None, query_weights: Optional[Tensor] = None) -> Tensor:
+                attn_mask: Optional[Tensor] = None, query_weights: Optional[Tensor] = None,
+                positions: Optional[tuple] = None) -> Tensor:
         """attn_mask (b, m_q, r, m_kv) restricts which routed keys each query sees (causal routing);
-        query_weights (b, m_q) scale the projected queries (colt5-attention's multiply_queries_by_score)."""
+        query_weights (b, m_q) scale the projected queries (colt5-attention's multiply_queries_by_score);
+        positions, (q (b, m_q), kv (b, r, m_kv)) sequence positions, are needed with rotary."""
         b, m_q, _ = queries.shape
         _, r, m_kv, _ = kv.shape
         h, hr, d = self.heads, self.heads // r, self.dim_head
@@ -70,6 +75,12 @@ class HeavyAttention(nn.Module):
         k, v = kv.view(2, b, r, m_kv, hr, d).permute(0, 1, 2, 4, 3, 5).reshape(2, b, h, m_kv, d)
         if self.kv_scaling == "values":
             v = v * w.view(b, r, 1, m_kv, 1).expand(b, r, hr, m_kv, 1).reshape(b, h, m_kv, 1).to(v.dtype)
+        if self.rotary is not None:
+            if positions is None:
+                raise ValueError("rotary heavy attention needs the routed tokens' positions")
+            q_pos, kv_pos = positions
+            q = self.rotary.at(q, q_pos.unsqueeze(1))
+            k = self.rotary.at(k, kv_pos.unsqueeze(2).expand(b, r, hr, m_kv).reshape(b, h, m_kv))
         null_k, null_v = (t.to(k.dtype).unsqueeze(0).expand(b, -1, -1, -1) for t in self.null_kv)
         k = torch.cat((null_k, k), dim=2)
         v = torch.cat((null_v, v), dim=2)

@@ -31,8 +31,15 @@ class RotaryEmbedding(nn.Module):
         sin = angles.sin()[None, :, None, :]
         return _rotate(q, cos, sin), _rotate(k, cos, sin)
 
+    def at(self, x: Tensor, positions: Tensor) -> Tensor:
+        """x (..., m, dim_head) rotated by positions (..., m): each token by its own position, as
+        the heavy branch needs for routed tokens gathered from anywhere in the sequence."""
+        angles = positions.to(torch.float32).unsqueeze(-1) * self.inv_freq.to(x.device)  # (..., m, d/2)
+        return _rotate(x, angles.cos(), angles.sin())
+
 
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    # x (..., d) with cos, sin broadcasting to (..., d/2)
     x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
     out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
     return out.to(x.dtype)
