@@ -10,6 +10,7 @@ import argparse
 import torch
 
 from colt5_lightning.models import CoLT5LanguageModel, RoutingConfig
+from colt5_lightning.training.compile import COMPILE_MODES, compiled
 
 from .common import autocast, machine, median_time, write_json
 
@@ -28,17 +29,19 @@ def tokens_per_second(args, context: int, dense: bool, device: str, dtype) -> fl
     torch.manual_seed(0)
     model = CoLT5LanguageModel(**model_kwargs(args, context, dense)).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    forward = model if args.compile == "off" else compiled(model, args.compile)
     batch = torch.randint(0, 256, (args.batch, context + 1), device=device)
 
     def step():
         with autocast(device, dtype):
-            logits = model(batch[:, :-1])
+            logits = forward(batch[:, :-1])
         loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten())
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    seconds = median_time(step, device=device, warmup=1, repeats=args.steps)
+    # compiling happens in the warm-up steps (forward, then backward), never in the timed ones
+    seconds = median_time(step, device=device, warmup=1 if args.compile == "off" else 3, repeats=args.steps)
     return args.batch * context / seconds
 
 
@@ -56,6 +59,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=None)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--compile", choices=COMPILE_MODES, default="off",
+                        help="torch.compile both models (as the LightningModules' compile option does)")
     args = parser.parse_args(argv)
     dtype_name = args.dtype or ("bf16" if args.device == "cuda" else "fp32")
     rows = []

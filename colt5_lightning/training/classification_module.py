@@ -25,6 +25,7 @@ from torchmetrics import Accuracy
 from torchmetrics.aggregation import MeanMetric
 
 from ..models import CoLT5ImageClassifier, CoLT5SequenceClassifier, RoutingConfig
+from .compile import attach_compiled
 from .optim import OptimConfig, configure_adamw, no_weight_decay_names
 from .oracle import oracle_for
 
@@ -34,7 +35,7 @@ class ClassificationModule(pl.LightningModule):
     oracle_routing=True routes each batch's "route_mask" tokens by hand (a diagnostic)."""
 
     def __init__(self, model: nn.Module, num_classes: int, optim: OptimConfig = OptimConfig(),
-                 oracle_routing: bool = False):
+                 oracle_routing: bool = False, compile: str = "off"):
         super().__init__()
         self.optim = OptimConfig.of(optim)
         optim = asdict(self.optim)  # plain data: checkpoints load with weights_only
@@ -42,6 +43,7 @@ class ClassificationModule(pl.LightningModule):
         self.save_hyperparameters(ignore=["model"])
         self.model = model
         self.no_decay_names = no_weight_decay_names(model)  # decided before any strategy wraps the model
+        attach_compiled(self, model, compile)
         self.oracle_routing = bool(oracle_routing)
         self.train_acc = Accuracy(task="multiclass", num_classes=num_classes)
         self.val_acc = Accuracy(task="multiclass", num_classes=num_classes)
@@ -52,7 +54,8 @@ class ClassificationModule(pl.LightningModule):
         self.test_exact = MeanMetric()
 
     def forward(self, inputs: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.model(inputs) if mask is None else self.model(inputs, mask)
+        model = self.model if self._compiled_model is None else self._compiled_model
+        return model(inputs) if mask is None else model(inputs, mask)
 
     def _step(self, batch: dict) -> Tuple[torch.Tensor, torch.Tensor]:
         """Loss and logits in torchmetrics' layout: (B, C), or (B, C, R) for R readouts."""
@@ -126,17 +129,19 @@ class SequenceClassificationModule(ClassificationModule):
         positions: the learned position table indexed from the "start" or the "end", or "none".
         optim: AdamW and its schedule (OptimConfig), one `optim:` block.
         oracle_routing: route each batch's "route_mask" tokens by hand (a diagnostic).
+        compile: torch.compile the model's forward: off, default, reduce-overhead (CUDA graphs),
+            max-autotune, or aot_eager (a quick check that it compiles).
     """
 
     def __init__(self, vocab_size: int, num_classes: int, max_seq_len: int = 2048, dim: int = 256,
                  depth: int = 4, routing: RoutingConfig = RoutingConfig(), dense: bool = False,
                  num_readout: int = 0, positions: str = "start", optim: OptimConfig = OptimConfig(),
-                 oracle_routing: bool = False):
+                 oracle_routing: bool = False, compile: str = "off"):
         config = RoutingConfig.of(routing)
         routing, optim = asdict(config), asdict(OptimConfig.of(optim))  # plain data in the hyper-parameters
         model = CoLT5SequenceClassifier(vocab_size, num_classes, max_seq_len, dim, depth, routing=config,
                                         dense=dense, num_readout=num_readout, positions=positions)
-        super().__init__(model, num_classes, optim=optim, oracle_routing=oracle_routing)
+        super().__init__(model, num_classes, optim=optim, oracle_routing=oracle_routing, compile=compile)
 
 
 class ImageClassificationModule(ClassificationModule):
@@ -153,13 +158,15 @@ class ImageClassificationModule(ClassificationModule):
             window is a light_window_size × light_window_size tile of the feature map.
         dense: dense blocks over the flattened map instead of routed ones (the baseline).
         optim: AdamW and its schedule (OptimConfig), one `optim:` block.
+        compile: torch.compile the model's forward: off, default, reduce-overhead (CUDA graphs),
+            max-autotune, or aot_eager (a quick check that it compiles).
     """
 
     def __init__(self, image_size: int = 32, in_channels: int = 1, num_classes: int = 2, patch_size: int = 1,
                  dim: int = 128, depth: int = 4, routing: RoutingConfig = RoutingConfig(), dense: bool = False,
-                 optim: OptimConfig = OptimConfig()):
+                 optim: OptimConfig = OptimConfig(), compile: str = "off"):
         config = RoutingConfig.of(routing)
         routing, optim = asdict(config), asdict(OptimConfig.of(optim))  # plain data in the hyper-parameters
         model = CoLT5ImageClassifier(image_size, in_channels, num_classes, patch_size, dim, depth,
                                      routing=config, dense=dense)
-        super().__init__(model, num_classes, optim=optim)
+        super().__init__(model, num_classes, optim=optim, compile=compile)

@@ -23,6 +23,7 @@ from torchmetrics.aggregation import MeanMetric
 
 from .. import _checks
 from ..models import CoLT5LanguageModel, RoutingConfig
+from .compile import attach_compiled
 from .optim import OptimConfig, configure_adamw, no_weight_decay_names
 from .oracle import oracle_for
 from ..routing.oracle import ROUTER_KINDS
@@ -61,6 +62,8 @@ class LanguageModelModule(pl.LightningModule):
             logged as train/routing_guidance); ignored by models without routers.
         oracle_steps: route by hand only for the first N training steps, then learn (validation
             uses the learned routers from step N on).
+        compile: torch.compile the model's forward for training and validation: off, default,
+            reduce-overhead (CUDA graphs), max-autotune, or aot_eager (a quick check that it compiles).
     """
 
     def __init__(self, vocab_size: int = 256, seq_len: int = 1024, dim: int = 256, depth: int = 4,
@@ -70,7 +73,7 @@ class LanguageModelModule(pl.LightningModule):
                  sample_top_k: Optional[int] = 32, sample_seed: int = 0,
                  oracle_routing: Union[bool, List[str]] = False,
                  exact_match: bool = False, loss_guided_routing: float = 0.0,
-                 oracle_steps: Optional[int] = None):
+                 oracle_steps: Optional[int] = None, compile: str = "off"):
         super().__init__()
         self.routing, self.optim = RoutingConfig.of(routing), OptimConfig.of(optim)
         routing, optim = asdict(self.routing), asdict(self.optim)  # plain data: checkpoints load with weights_only
@@ -92,12 +95,14 @@ class LanguageModelModule(pl.LightningModule):
                                         routing=self.routing, tie_embeddings=tie_embeddings, dense=dense,
                                         absolute_positions=absolute_positions)
         self.no_decay_names = no_weight_decay_names(self.model)  # decided before any strategy wraps the model
+        attach_compiled(self, self.model, compile)
         self.val_loss = MeanMetric()
         self.val_exact = MeanMetric()
         self.last_sample: Optional[str] = None
 
     def forward(self, input_ids: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.model(input_ids, mask)
+        model = self.model if self._compiled_model is None else self._compiled_model
+        return model(input_ids, mask)
 
     def _loss(self, batch: dict) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """Mean cross-entropy over scored targets, how many targets were scored, per sample
