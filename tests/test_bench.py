@@ -47,3 +47,13 @@ def test_profile_benchmark_splits_the_time():
     from bench import profile_block
     row = profile_block.main(["--tokens", "256", "--runs", "1"])[0]
     assert 0 < row["gemm_ms"] < row["total_ms"] and row["sdpa_ms"] > 0
+
+
+def test_router_benchmark_times_every_router_type_against_coor_descent(tmp_path):
+    from bench import routers
+    payload = routers.main(["--length", "128", "--batch", "1", "--dim", "32", "--heads", "2", "--dim-head", "16",
+                            "--window", "16", "--k", "16", "--steps", "1", "--json", str(tmp_path / "r.json")])
+    rows = {row["router_type"]: row for row in payload["rows"]}
+    assert set(rows) == {"coor_descent", "sinkhorn", "cum_softmax"}
+    assert rows["coor_descent"]["over_coor_descent"] == 1.0
+    assert all(row["steps_per_s"] > 0 for row in rows.values())

@@ -18,6 +18,7 @@ from colt5_lightning.data import (
     ByteTextDataModule,
     FeatureMapDataModule,
     ListOpsDataModule,
+    MatchingMarksDataModule,
     PasskeyDataModule,
     PathfinderDataModule,
 )
@@ -27,7 +28,8 @@ from colt5_lightning.data.listops import evaluate
 from colt5_lightning.data.listops_grammar import OPERATORS, depth, encode, generate, to_text, tokenize
 from colt5_lightning.data.passkey import make_sample, min_seq_len
 
-ALL_MODULES = [ByteTextDataModule, PasskeyDataModule, ListOpsDataModule, PathfinderDataModule, FeatureMapDataModule]
+ALL_MODULES = [ByteTextDataModule, PasskeyDataModule, ListOpsDataModule, PathfinderDataModule, MatchingMarksDataModule,
+               FeatureMapDataModule]
 
 
 def first_batch(dm, split: str = "train") -> dict:
@@ -98,7 +100,8 @@ def test_init_args_parse_with_jsonargparse(cls, tmp_path):
     assert config.data.seed == 3 and config.data.batch_size == 2
 
 
-@pytest.mark.parametrize("cls", [PasskeyDataModule, ListOpsDataModule, PathfinderDataModule], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [PasskeyDataModule, ListOpsDataModule, PathfinderDataModule, MatchingMarksDataModule],
+                         ids=lambda c: c.__name__)
 @pytest.mark.parametrize("bad", [{"batch_size": 0}, {"seed": 1.5}, {"num_workers": -1}, {"train_samples": 0}, {"val_samples": -2}])
 def test_shared_bad_arguments_name_the_argument(cls, bad):
     (name,) = bad
@@ -491,6 +494,72 @@ def test_listops_labels_cover_several_classes():
 def test_listops_bad_arguments(bad, name):
     with pytest.raises(ValueError, match=name):
         ListOpsDataModule(**bad)
+
+
+# ----------------------------------------------------------------------------- Matching marks
+
+
+def marks_val_batch(**kwargs) -> dict:
+    kwargs = {"val_samples": 200, "batch_size": 200, **kwargs}
+    return first_batch(MatchingMarksDataModule(**kwargs), "val")
+
+
+def test_matching_marks_batch_format():
+    dm = MatchingMarksDataModule(image_size=12, num_colors=3, min_distance=6, batch_size=2)
+    batch = first_batch(dm)
+    assert set(batch) == {"inputs", "label", "route_mask"}
+    assert batch["inputs"].shape == (2, 3, 12, 12) and batch["inputs"].dtype == torch.float32
+    assert batch["label"].shape == (2,) and batch["label"].dtype == torch.long
+    assert batch["route_mask"].shape == (2, 144) and batch["route_mask"].dtype == torch.bool
+    assert (dm.image_size, dm.in_channels, dm.num_classes) == (12, 3, 2)
+
+
+def test_matching_marks_route_mask_marks_two_pixels_far_apart():
+    batch = marks_val_batch(image_size=16, min_distance=8)
+    mask = batch["route_mask"].view(-1, 16, 16)
+    assert (mask.flatten(1).sum(1) == 2).all()
+    for sample in mask:
+        (r0, c0), (r1, c1) = sample.nonzero().tolist()
+        assert max(abs(r0 - r1), abs(c0 - c1)) >= 8
+
+
+def test_matching_marks_label_says_whether_the_marked_colours_match():
+    batch = marks_val_batch(noise=0.0, num_colors=5)
+    for image, label, mask in zip(batch["inputs"], batch["label"], batch["route_mask"]):
+        marks = image.flatten(1)[:, mask]  # (colours, 2): one-hot columns without noise
+        assert torch.equal(marks.sum(0), torch.ones(2))
+        colours = marks.argmax(0)
+        assert int(label) == int(colours[0] == colours[1])
+    assert 0.35 < batch["label"].float().mean() < 0.65
+
+
+def test_matching_marks_no_single_colour_gives_away_the_label():
+    batch = marks_val_batch(noise=0.0, num_colors=4, val_samples=2000, batch_size=2000)
+    first_mark_colour = batch["inputs"].flatten(2)[batch["route_mask"].unsqueeze(1).expand(-1, 4, -1)]
+    first_mark_colour = first_mark_colour.view(-1, 4, 2)[:, :, 0].argmax(1)
+    for colour in range(4):
+        share = batch["label"][first_mark_colour == colour].float().mean()
+        assert abs(share - 0.5) < 0.1
+
+
+def test_matching_marks_is_deterministic_per_seed():
+    def val(seed):
+        dm = MatchingMarksDataModule(val_samples=6, batch_size=3, seed=seed)
+        dm.setup("fit")
+        return all_batches(dm.val_dataloader())
+
+    assert_same_batches(val(0), val(0))
+    assert not torch.equal(val(0)["inputs"], val(1)["inputs"])
+
+
+@pytest.mark.parametrize(
+    "bad, name",
+    [({"image_size": 1}, "image_size"), ({"num_colors": 1}, "num_colors"), ({"min_distance": 16}, "min_distance"),
+     ({"min_distance": 0}, "min_distance"), ({"noise": -0.1}, "noise"), ({"noise": float("nan")}, "noise")],
+)
+def test_matching_marks_bad_arguments(bad, name):
+    with pytest.raises(ValueError, match=name):
+        MatchingMarksDataModule(**bad)
 
 
 # ----------------------------------------------------------------------------- Pathfinder

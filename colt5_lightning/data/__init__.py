@@ -3,12 +3,14 @@
 Language modelling (batches ``{"input_ids", "targets"}``, targets -100 where unscored):
 :class:`ByteTextDataModule`, :class:`PasskeyDataModule`.
 Classification (batches ``{"inputs", "label"}`` plus ``"mask"`` for padded tokens):
-:class:`ListOpsDataModule`, :class:`PathfinderDataModule`, :class:`FeatureMapDataModule`,
+:class:`ListOpsDataModule`, :class:`PathfinderDataModule`, :class:`MatchingMarksDataModule`,
+:class:`FeatureMapDataModule`,
 :class:`PasskeyReadoutDataModule` (a label per readout position).
 """
 from .byte_text import ByteTextDataModule
 from .feature_maps import FeatureMapDataModule
 from .listops import ListOpsDataModule
+from .matching_marks import MatchingMarksDataModule
 from .passkey import PasskeyDataModule, PasskeyReadoutDataModule
 from .pathfinder import PathfinderDataModule
 
@@ -16,6 +18,7 @@ __all__ = [
     "ByteTextDataModule",
     "FeatureMapDataModule",
     "ListOpsDataModule",
+    "MatchingMarksDataModule",
     "PasskeyDataModule",
     "PasskeyReadoutDataModule",
     "PathfinderDataModule",

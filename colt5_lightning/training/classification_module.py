@@ -158,15 +158,17 @@ class ImageClassificationModule(ClassificationModule):
             window is a light_window_size × light_window_size tile of the feature map.
         dense: dense blocks over the flattened map instead of routed ones (the baseline).
         optim: AdamW and its schedule (OptimConfig), one `optim:` block.
+        oracle_routing: route each batch's "route_mask" pixels by hand (a diagnostic; with patch_size 1,
+            as MatchingMarksDataModule gives them).
         compile: torch.compile the model's forward: off, default, reduce-overhead (CUDA graphs),
             max-autotune, or aot_eager (a quick check that it compiles).
     """
 
     def __init__(self, image_size: int = 32, in_channels: int = 1, num_classes: int = 2, patch_size: int = 1,
                  dim: int = 128, depth: int = 4, routing: RoutingConfig = RoutingConfig(), dense: bool = False,
-                 optim: OptimConfig = OptimConfig(), compile: str = "off"):
+                 optim: OptimConfig = OptimConfig(), oracle_routing: bool = False, compile: str = "off"):
         config = RoutingConfig.of(routing)
         routing, optim = asdict(config), asdict(OptimConfig.of(optim))  # plain data in the hyper-parameters
         model = CoLT5ImageClassifier(image_size, in_channels, num_classes, patch_size, dim, depth,
                                      routing=config, dense=dense)
-        super().__init__(model, num_classes, optim=optim, compile=compile)
+        super().__init__(model, num_classes, optim=optim, oracle_routing=oracle_routing, compile=compile)

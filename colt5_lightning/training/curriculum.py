@@ -15,6 +15,36 @@ import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_info
 
 
+class StageGate:
+    """When a curriculum moves on: once the mean of a logged training `metric` over the last `window`
+    steps reaches `threshold`. `passed` takes one step's value and answers; the window starts afresh
+    after each pass."""
+
+    def __init__(self, metric: str, threshold: float, window: int):
+        if not 0 < threshold <= 1:
+            raise ValueError(f"threshold must lie in (0, 1], got {threshold}")
+        if isinstance(window, bool) or not isinstance(window, int) or window <= 0:
+            raise ValueError(f"window must be a positive int, got {window!r}")
+        self.metric, self.threshold, self.window = metric, float(threshold), window
+        self.recent: deque = deque(maxlen=window)
+
+    def passed(self, trainer: "pl.Trainer") -> bool:
+        value = trainer.callback_metrics.get(self.metric)
+        if value is None:
+            return False
+        self.recent.append(float(value))
+        if len(self.recent) == self.window and sum(self.recent) / self.window >= self.threshold:
+            self.recent.clear()
+            return True
+        return False
+
+    def state(self) -> list:
+        return list(self.recent)
+
+    def restore(self, recent: Sequence[float]) -> None:
+        self.recent = deque(recent, maxlen=self.window)
+
+
 class LengthCurriculum(pl.Callback):
     """Moves the DataModule's `train_len` through `lengths` (ascending; lengths beyond the data's
     seq_len are replaced by seq_len, with a message; those below its start_len are skipped) whenever the mean of `metric` over the last `window` training steps reaches
@@ -33,19 +63,15 @@ class LengthCurriculum(pl.Callback):
         lengths = [int(x) for x in lengths]
         if not lengths or any(x <= 0 for x in lengths) or sorted(lengths) != lengths:
             raise ValueError(f"lengths must be a non-empty ascending list of positive ints, got {lengths}")
-        if not 0 < threshold <= 1:
-            raise ValueError(f"threshold must lie in (0, 1], got {threshold}")
-        if window <= 0:
-            raise ValueError(f"window must be a positive int, got {window}")
         if isinstance(anneal_steps, bool) or not isinstance(anneal_steps, int) or anneal_steps < 0:
             raise ValueError(f"anneal_steps must be a non-negative int (0: no annealing), got {anneal_steps!r}")
         if not 0 <= anneal_to <= 1:
             raise ValueError(f"anneal_to must lie in [0, 1], got {anneal_to}")
-        self.lengths, self.metric, self.threshold, self.window = lengths, metric, threshold, window
+        self.lengths = lengths
+        self.gate = StageGate(metric, threshold, window)
         self.anneal_steps, self.anneal_to = anneal_steps, float(anneal_to)
         self.final_since = None  # global step at which the last length was reached
         self.stage = 0
-        self.recent: deque = deque(maxlen=window)
 
     def _datamodule(self, trainer: "pl.Trainer"):
         data = trainer.datamodule
@@ -68,14 +94,8 @@ class LengthCurriculum(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         pl_module.log("train/length", float(self.lengths[self.stage]), on_step=True, on_epoch=False)
-        value = trainer.callback_metrics.get(self.metric)
-        if value is None:
-            return
-        self.recent.append(float(value))
-        if (self.stage + 1 < len(self.lengths) and len(self.recent) == self.window
-                and sum(self.recent) / self.window >= self.threshold):
+        if self.gate.passed(trainer) and self.stage + 1 < len(self.lengths):
             self.stage += 1
-            self.recent.clear()
             self._datamodule(trainer).train_len = self.lengths[self.stage]
         if self.final_since is None and self.stage + 1 == len(self.lengths):
             self.final_since = trainer.global_step
@@ -96,9 +116,9 @@ class LengthCurriculum(pl.Callback):
         pl_module.log("train/lr_factor", factor, on_step=True, on_epoch=False)
 
     def state_dict(self) -> dict:
-        return {"stage": self.stage, "recent": list(self.recent), "final_since": self.final_since}
+        return {"stage": self.stage, "recent": self.gate.state(), "final_since": self.final_since}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.stage = int(state_dict["stage"])
-        self.recent = deque(state_dict["recent"], maxlen=self.window)
+        self.gate.restore(state_dict["recent"])
         self.final_since = state_dict.get("final_since")
