@@ -4,11 +4,10 @@ from __future__ import annotations
 from typing import Dict, List, Optional
 
 import torch
-from torch.utils.data import Dataset
 
 from . import _args
 from ._base import SeededDataModule
-from ._seeding import TRAIN_STREAM, VAL_STREAM, sample_rng
+from ._seeding import TRAIN_STREAM, VAL_STREAM, StreamSamples
 from .listops_grammar import (
     MIN_LIST_TOKENS,
     NUM_CLASSES,
@@ -25,26 +24,18 @@ from .listops_grammar import (
 __all__ = ["ListOpsDataModule", "ListOpsDataset", "evaluate", "tokenize", "to_text", "encode", "decode", "VOCAB"]
 
 
-class ListOpsDataset(Dataset):
+class ListOpsDataset(StreamSamples):
     """``num_samples`` expressions of one seed stream, generated on demand and padded to ``max_length``."""
 
     def __init__(self, min_length: int, max_length: int, max_depth: int, num_samples: int, seed: int, stream: int) -> None:
+        super().__init__(num_samples, seed, stream)
         self.min_length = min_length
         self.max_length = max_length
         self.max_depth = max_depth
-        self.num_samples = num_samples
-        self.seed = seed
-        self.stream = stream
-
-    def __len__(self) -> int:
-        return self.num_samples
 
     def tokens(self, index: int) -> List[str]:
         """Sample ``index`` as token strings: a pure function of (seed, stream, index)."""
-        if not 0 <= index < self.num_samples:
-            raise IndexError(f"sample index {index} out of range [0, {self.num_samples})")
-        rng = sample_rng(self.seed, self.stream, index)
-        return generate(rng, self.min_length, self.max_length, self.max_depth)
+        return generate(self.rng(index), self.min_length, self.max_length, self.max_depth)
 
     def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
         tokens = self.tokens(int(index))

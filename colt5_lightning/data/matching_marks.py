@@ -10,11 +10,10 @@ from typing import Dict, Optional
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from . import _args
 from ._base import SeededDataModule
-from ._seeding import TRAIN_STREAM, VAL_STREAM, sample_rng
+from ._seeding import TRAIN_STREAM, VAL_STREAM, StreamSamples
 
 
 def far_apart_positions(rng: np.random.Generator, image_size: int, min_distance: int) -> np.ndarray:
@@ -26,27 +25,19 @@ def far_apart_positions(rng: np.random.Generator, image_size: int, min_distance:
             return positions
 
 
-class MatchingMarksDataset(Dataset):
+class MatchingMarksDataset(StreamSamples):
     """``num_samples`` maps of one seed stream, drawn on demand."""
 
     def __init__(self, image_size: int, num_colors: int, min_distance: int, noise: float, num_samples: int,
                  seed: int, stream: int) -> None:
+        super().__init__(num_samples, seed, stream)
         self.image_size = image_size
         self.num_colors = num_colors
         self.min_distance = min_distance
         self.noise = noise
-        self.num_samples = num_samples
-        self.seed = seed
-        self.stream = stream
-
-    def __len__(self) -> int:
-        return self.num_samples
 
     def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
-        index = int(index)
-        if not 0 <= index < self.num_samples:
-            raise IndexError(f"sample index {index} out of range [0, {self.num_samples})")
-        rng = sample_rng(self.seed, self.stream, index)
+        rng = self.rng(int(index))
         label = int(rng.integers(0, 2))
         first = int(rng.integers(0, self.num_colors))
         # the second colour: the first one, or any other with equal chance

@@ -4,35 +4,26 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 import torch
-from torch.utils.data import Dataset
 
 from . import _args
 from ._base import SeededDataModule
-from ._seeding import TRAIN_STREAM, VAL_STREAM, sample_rng
+from ._seeding import TRAIN_STREAM, VAL_STREAM, StreamSamples
 from .pathfinder_render import Canvas, render
 
 IMAGE_SIZES = (32, 64, 128)
 
 
-class PathfinderDataset(Dataset):
+class PathfinderDataset(StreamSamples):
     """``num_samples`` images of one seed stream, drawn on demand."""
 
     def __init__(self, image_size: int, num_distractors: int, dash_length: int, num_samples: int,
                  seed: int, stream: int) -> None:
+        super().__init__(num_samples, seed, stream)
         self.canvas = Canvas(image_size, dash_length)
         self.num_distractors = num_distractors
-        self.num_samples = num_samples
-        self.seed = seed
-        self.stream = stream
-
-    def __len__(self) -> int:
-        return self.num_samples
 
     def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
-        index = int(index)
-        if not 0 <= index < self.num_samples:
-            raise IndexError(f"sample index {index} out of range [0, {self.num_samples})")
-        rng = sample_rng(self.seed, self.stream, index)
+        rng = self.rng(int(index))
         label = int(rng.integers(0, 2))
         image = render(rng, self.canvas, label, self.num_distractors)
         return {"inputs": torch.from_numpy(image).unsqueeze(0), "label": torch.tensor(label, dtype=torch.long)}
