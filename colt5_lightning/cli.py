@@ -32,7 +32,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 
 from .config_files import ConfigFileError, expand_base_configs
 from .training import LastCheckpoint, NonFiniteGuard, RandomStateCheckpoint, RouterMonitor
-from .training.progress import StepsProgressBar
+from .training.progress import ParamsModelSummary, StepsProgressBar
 from .training.run_dirs import (ENV as RUN_DIR_ENV, LAST, RunDirError, claim_run_dir, find_checkpoint,
                                 is_worker_process, newest_run_with_checkpoint)
 
@@ -321,7 +321,7 @@ def cli(args: Optional[List[str]] = None, run: bool = True) -> CoLT5CLI:
     warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
     # a resumed run writes to a new folder; with save_top_k 0 there is no best-k state to reload
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_drop_litlogger_tip)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_drop_noise)
     if args is None or isinstance(args, (list, tuple)):
         try:
             args = expand_base_configs(sys.argv[1:] if args is None else args)
@@ -343,9 +343,15 @@ def cli(args: Optional[List[str]] = None, run: bool = True) -> CoLT5CLI:
 DEFAULT_ROOT_DIR = "logs/colt5"
 
 
-def _drop_litlogger_tip(record: logging.LogRecord) -> bool:
-    """Lightning 2.6 advertises its cloud logger at the start of every run; nothing to act on."""
-    return "try installing [litlogger]" not in str(record.msg)
+NOISE = (
+    "try installing [litlogger]",  # Lightning 2.6 advertises its cloud logger at the start of every run
+    "Trainer already configured with model summary callbacks",  # ours (ParamsModelSummary) replaces its default
+)
+
+
+def _drop_noise(record: logging.LogRecord) -> bool:
+    """Lightning's start-of-run messages that a user has nothing to act on."""
+    return not any(text in str(record.msg) for text in NOISE)
 
 
 def trainer_defaults() -> dict:
@@ -353,7 +359,7 @@ def trainer_defaults() -> dict:
     turns into its object when first used, so one run's progress bar (and, through it, its
     trainer) would be handed to the next run in the same process. The loggers are left to
     place_run, which puts them in the run's own folder."""
-    return {"default_root_dir": DEFAULT_ROOT_DIR, "callbacks": [StepsProgressBar()]}
+    return {"default_root_dir": DEFAULT_ROOT_DIR, "callbacks": [StepsProgressBar(), ParamsModelSummary()]}
 
 
 def sample(args: List[str]) -> str:
