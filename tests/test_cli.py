@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import faulthandler
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -373,3 +375,26 @@ def test_print_config_skip_null_leaves_out_unset_values(capsys):
     def values(tree):
         return [v for x in tree.values() for v in values(x)] if isinstance(tree, dict) else [tree]
     assert None not in values(printed) and printed["model"]["init_args"]["seq_len"] == 4096
+
+
+def test_the_colt5_command_answers_help_without_importing_torch():
+    code = ("import sys; from colt5_lightning.entry import main; main(['--help']); "
+            "assert 'torch' not in sys.modules and 'lightning' not in sys.modules, 'imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert all(f"  {name} " in result.stdout for name in ("fit", "validate", "test", "predict", "sample", "plot",
+                                                          "plot-routing"))
+
+
+def test_the_colt5_command_without_a_command_says_which_exist_and_fails():
+    from colt5_lightning.entry import main as entry_main
+    with pytest.raises(SystemExit) as info:
+        entry_main([])
+    assert info.value.code == 2
+
+
+def test_the_colt5_command_hands_everything_else_to_the_cli(capsys):
+    from colt5_lightning.entry import main as entry_main
+    with pytest.raises(SystemExit) as info:
+        entry_main(["fit", "--help"])
+    assert info.value.code == 0 and "--model.help" in capsys.readouterr().out
