@@ -22,8 +22,12 @@ _WHERE = {
 
 __all__ = list(_WHERE)
 
+SUBPACKAGES = ("data", "layers", "models", "reporting", "routing", "training")
+
 
 def __getattr__(name: str):
+    if name in SUBPACKAGES:  # colt5_lightning.models.X after a bare `import colt5_lightning`
+        return import_module(f".{name}", __name__)
     if name not in _WHERE:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(import_module(_WHERE[name], __name__), name)
