@@ -30,6 +30,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
+from . import entry
 from .config_files import ConfigFileError, expand_base_configs
 from .training import LastCheckpoint, NonFiniteGuard, RandomStateCheckpoint, RouterMonitor
 from .training.progress import ParamsModelSummary, StepsProgressBar
@@ -47,10 +48,9 @@ DATA_TO_MODEL = {
 }
 
 
-OTHER_COMMANDS = ("Other commands, each with --help: `colt5 sample --ckpt_path CKPT` (text from a language-model "
-                  "checkpoint); `colt5 plot RUN...` (metric curves of runs into one PNG); `colt5 plot-routing "
-                  "--ckpt_path CKPT` (routing weight by position on a passkey example). A first run: "
-                  "`colt5 fit --config recipes/language_modeling/cpu.yaml`.")
+OTHER_COMMANDS = ("Other commands, each with --help: "
+                  + "; ".join(f"`colt5 {name}`: {text}" for name, text in entry.COMMANDS if name in entry.OWN_COMMANDS)
+                  + ". A first run: `colt5 fit --config recipes/language_modeling/cpu.yaml`.")
 
 
 class CoLT5CLI(LightningCLI):
@@ -163,8 +163,13 @@ class CoLT5CLI(LightningCLI):
         print("\n".join(fit_summary(trainer, last, time.monotonic() - getattr(self, "_fit_started", time.monotonic()))))
 
     def _instantiate_trainer(self, config, callbacks):
-        if config.get("enable_progress_bar") is False:  # the default progress bar would be refused
-            self.trainer_defaults = {k: v for k, v in self.trainer_defaults.items() if k != "callbacks"}
+        # a default callback whose feature the config turns off would be refused (progress bar) or
+        # run anyway (a model summary passed in ignores enable_model_summary)
+        off = {flag: config.get(flag) is False for flag in ("enable_progress_bar", "enable_model_summary")}
+        kept = [c for c in self.trainer_defaults.get("callbacks", [])
+                if not (off["enable_progress_bar"] and isinstance(c, StepsProgressBar))
+                and not (off["enable_model_summary"] and isinstance(c, ParamsModelSummary))]
+        self.trainer_defaults = {**self.trainer_defaults, "callbacks": kept}
         try:
             return super()._instantiate_trainer(config, callbacks)
         except MisconfigurationException as ex:

@@ -15,6 +15,7 @@ COMMANDS = (
     ("plot-routing", "router weight by position on a held-out passkey example, as PNG: --ckpt_path CKPT"),
 )
 
+OWN_COMMANDS = ("sample", "plot", "plot-routing")  # the rest are LightningCLI's subcommands
 HELP_FLAGS = ("-h", "--help")
 
 

@@ -265,6 +265,20 @@ def test_progress_bar_can_be_switched_off():
                  "--trainer.enable_progress_bar", "false"]) is None
 
 
+def summary_callbacks(*flags) -> list:
+    args = [a for a in TINY_LM if a not in ("--trainer.enable_model_summary", "false")]  # CPU_RUN turns it off
+    trainer = cli([*args, *flags], run=False).trainer
+    return [type(c).__name__ for c in trainer.callbacks if "ModelSummary" in type(c).__name__]
+
+
+def test_the_model_summary_is_colt5_s_also_without_a_progress_bar():
+    assert summary_callbacks("--trainer.enable_progress_bar", "false") == ["ParamsModelSummary"]
+
+
+def test_the_model_summary_can_be_switched_off():
+    assert summary_callbacks("--trainer.enable_model_summary", "false") == []
+
+
 @pytest.mark.parametrize("damage", ["missing", "empty", "truncated", "not_lightning"])
 def test_sample_names_a_checkpoint_it_cannot_read(damage, lm_checkpoint, tmp_path, capsys):
     path = tmp_path / "bad.ckpt"
@@ -344,7 +358,7 @@ def test_top_level_help_names_the_tool_and_its_other_commands(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--help"])
     assert info.value.code == 0
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.replace("-\n", "-").split())  # undo argparse's wrapping
     assert "CoLT5" in out and all(f"colt5 {c}" in out for c in ("sample", "plot", "plot-routing"))
 
 
@@ -398,3 +412,9 @@ def test_the_colt5_command_hands_everything_else_to_the_cli(capsys):
     with pytest.raises(SystemExit) as info:
         entry_main(["fit", "--help"])
     assert info.value.code == 0 and "--model.help" in capsys.readouterr().out
+
+
+def test_the_quick_help_lists_exactly_the_commands_that_exist():
+    from colt5_lightning import cli as cli_module, entry
+    assert {name for name, _ in entry.COMMANDS} == {"fit", "validate", "test", "predict"} | set(cli_module.COMMANDS)
+    assert set(entry.OWN_COMMANDS) == set(cli_module.COMMANDS)

@@ -545,7 +545,8 @@ def test_matching_marks_no_single_colour_gives_away_the_label():
 @pytest.mark.parametrize(
     "bad, name",
     [({"image_size": 1}, "image_size"), ({"num_colors": 1}, "num_colors"), ({"min_distance": 16}, "min_distance"),
-     ({"min_distance": 0}, "min_distance"), ({"noise": -0.1}, "noise"), ({"noise": float("nan")}, "noise")],
+     ({"min_distance": 0}, "min_distance"), ({"noise": -0.1}, "noise"), ({"noise": float("nan")}, "noise"),
+     ({"noise": float("inf")}, "noise")],
 )
 def test_matching_marks_bad_arguments(bad, name):
     with pytest.raises(ValueError, match=name):

@@ -6,6 +6,7 @@ both, and a model that only mixes pixels inside tiles never sees the two colours
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, Optional
 
 import numpy as np
@@ -99,8 +100,8 @@ class MatchingMarksDataModule(SeededDataModule):
             raise ValueError(f"num_colors must be at least 2 (else every pair matches), got {num_colors!r}")
         self.min_distance = _args.positive_int("min_distance", min_distance)
         _args.at_most("min_distance", self.min_distance, "image_size - 1", self.image_size - 1)
-        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
-            raise ValueError(f"noise must be a non-negative number, got {noise!r}")
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < math.inf:
+            raise ValueError(f"noise must be a finite non-negative number, got {noise!r}")
         self.noise = float(noise)
         self.train_samples = _args.positive_int("train_samples", train_samples)
         self.val_samples = _args.positive_int("val_samples", val_samples)

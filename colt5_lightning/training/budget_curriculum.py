@@ -17,14 +17,25 @@ from torch import nn
 
 from .curriculum import StageGate
 
-# the routed modules' per-call budgets: attention (queries, key/values) and feed-forward
+# the routed modules' per-call budgets: attention (queries, key/values) and feed-forward. The
+# cross-attention's (num_tokens_q / num_tokens_kv) are not among them: no model here uses it.
 BUDGET_ATTRIBUTES = ("num_heavy_tokens_q", "num_heavy_tokens_kv", "num_heavy_tokens")
+CONFIGURED = "_configured_budgets"  # set on a module the first time a curriculum changes its budgets
 
 
 def routed_budgets(model: nn.Module) -> Dict[Tuple[str, str], int]:
-    """(module path, attribute) -> the configured number of routed tokens, for every routed module."""
-    return {(name, attr): getattr(module, attr) for name, module in model.named_modules()
-            for attr in BUDGET_ATTRIBUTES if isinstance(getattr(module, attr, None), int)}
+    """(module path, attribute) -> the configured number of routed tokens, for every module with a
+    heavy branch (a light-only ablation's modules have none to change). Once a curriculum has
+    changed a module's budget, its configured one is read from where the curriculum kept it."""
+    budgets = {}
+    for name, module in model.named_modules():
+        if not getattr(module, "has_heavy", True):
+            continue
+        configured = getattr(module, CONFIGURED, {})
+        for attr in BUDGET_ATTRIBUTES:
+            if isinstance(getattr(module, attr, None), int):
+                budgets[(name, attr)] = configured.get(attr, getattr(module, attr))
+    return budgets
 
 
 class BudgetCurriculum(pl.Callback):
@@ -52,6 +63,8 @@ class BudgetCurriculum(pl.Callback):
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         modules = dict(pl_module.named_modules())
         self._modules = [(modules[name], attr, k) for (name, attr), k in routed_budgets(pl_module).items()]
+        for module, attr, k in self._modules:  # kept, so that a later fit still knows the configured budget
+            module.__dict__.setdefault(CONFIGURED, {})[attr] = k
         if not self._modules:  # e.g. the dense control of a routed recipe: it trains as it is
             rank_zero_info(f"BudgetCurriculum: {type(pl_module).__name__} has no routed module; nothing to change")
 
@@ -68,6 +81,9 @@ class BudgetCurriculum(pl.Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         self._apply(1)
 
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._apply(1)  # a failed fit leaves the model as configured, too
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         pl_module.log("train/budget_factor", float(self.factors[self.stage]), on_step=True, on_epoch=False)
         if self.gate.passed(trainer) and self.stage + 1 < len(self.factors):
@@ -77,5 +93,9 @@ class BudgetCurriculum(pl.Callback):
         return {"stage": self.stage, "recent": self.gate.state()}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.stage = int(state_dict["stage"])
+        stage = int(state_dict["stage"])
+        if not 0 <= stage < len(self.factors):
+            raise ValueError(f"BudgetCurriculum: the checkpoint is at stage {stage}, but factors {self.factors} "
+                             f"have {len(self.factors)} stages: resume with the factors it was trained with")
+        self.stage = stage
         self.gate.restore(state_dict["recent"])

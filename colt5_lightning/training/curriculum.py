@@ -12,7 +12,7 @@ from collections import deque
 from typing import Sequence
 
 import lightning.pytorch as pl
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 
 class StageGate:
@@ -27,16 +27,25 @@ class StageGate:
             raise ValueError(f"window must be a positive int, got {window!r}")
         self.metric, self.threshold, self.window = metric, float(threshold), window
         self.recent: deque = deque(maxlen=window)
+        self.warned = False
 
     def passed(self, trainer: "pl.Trainer") -> bool:
+        """Takes this step's value; True when the window's mean reaches the threshold. Under several
+        processes rank 0 decides for all, so that every process moves on at the same step."""
         value = trainer.callback_metrics.get(self.metric)
         if value is None:
+            if trainer.global_step > 0 and not self.warned:
+                rank_zero_warn(f"the curriculum waits for {self.metric!r}, which this run does not log; it will "
+                               f"not move on (logged: {sorted(trainer.callback_metrics)})")
+                self.warned = True
             return False
         self.recent.append(float(value))
-        if len(self.recent) == self.window and sum(self.recent) / self.window >= self.threshold:
+        passed = len(self.recent) == self.window and sum(self.recent) / self.window >= self.threshold
+        if trainer.world_size > 1:
+            passed = bool(trainer.strategy.broadcast(passed, src=0))
+        if passed:
             self.recent.clear()
-            return True
-        return False
+        return passed
 
     def state(self) -> list:
         return list(self.recent)
