@@ -507,7 +507,8 @@ def main(args: Optional[List[str]] = None) -> None:
 
 
 LOST_PEER = ("Timed out waiting", "Connection closed by peer", "Connection reset by peer", "NCCL communicator was aborted",
-             "Watchdog caught collective operation timeout")
+             "Watchdog caught collective operation timeout",
+             "Application timeout caused pair closure")  # gloo, when the peer's socket times out first
 
 
 def lost_peer(ex: BaseException) -> Optional[str]:

@@ -418,3 +418,19 @@ def test_the_quick_help_lists_exactly_the_commands_that_exist():
     from colt5_lightning import cli as cli_module, entry
     assert {name for name, _ in entry.COMMANDS} == {"fit", "validate", "test", "predict"} | set(cli_module.COMMANDS)
     assert set(entry.OWN_COMMANDS) == set(cli_module.COMMANDS)
+
+
+@pytest.mark.parametrize("message", [
+    "RuntimeError: Application timeout caused pair closure",  # gloo (seen when the peer was SIGSTOPped)
+    "[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:29500",
+    "Timed out waiting 10000ms for send operation to complete",
+])
+def test_a_lost_distributed_peer_is_one_line(message):
+    from colt5_lightning.cli import lost_peer
+    line = lost_peer(RuntimeError(f"some context\n{message}"))
+    assert line.startswith("another process of this distributed job died or stopped answering") and "\n" not in line
+
+
+def test_other_errors_are_not_taken_for_a_lost_peer():
+    from colt5_lightning.cli import lost_peer
+    assert lost_peer(RuntimeError("CUDA out of memory")) is None
