@@ -72,6 +72,20 @@ def median_time(fn: Callable[[], None], *, device: str, warmup: int, repeats: in
     return statistics.median(times)
 
 
+def training_step_seconds(model: torch.nn.Module, loss: Callable[[], torch.Tensor], *, device: str, warmup: int,
+                          repeats: int) -> float:
+    """Median seconds of one training step of `model`: `loss()` (the forward pass), backward and an
+    AdamW update. Compiling, if `loss` runs a compiled model, happens in the warm-up steps."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step():
+        loss().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return median_time(step, device=device, warmup=warmup, repeats=repeats)
+
+
 def peak_memory(fn: Callable[[], None], device: str) -> Optional[int]:
     if device != "cuda":
         return None

@@ -13,7 +13,7 @@ import torch
 from colt5_lightning.models import CoLT5SequenceClassifier, RoutingConfig
 from colt5_lightning.routing import ROUTER_TYPES
 
-from .common import machine, median_time, write_json
+from .common import machine, training_step_seconds, write_json
 
 BASELINE = "coor_descent"
 
@@ -26,19 +26,13 @@ def steps_per_second(args, router_type: str) -> float:
                             num_heavy_ff_tokens=args.k, router_type=router_type)
     model = CoLT5SequenceClassifier(256, 10, args.length, args.dim, args.depth, routing=routing,
                                     num_readout=5, positions="end").train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     inputs = torch.randint(0, 256, (args.batch, args.length))
     labels = torch.randint(0, 10, (args.batch, 5))
 
-    def step():
-        logits = model(inputs)
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    def loss():
+        return torch.nn.functional.cross_entropy(model(inputs).flatten(0, 1), labels.flatten())
 
-    return 1.0 / median_time(step, device="cpu", warmup=1, repeats=args.steps)
-
+    return 1.0 / training_step_seconds(model, loss, device="cpu", warmup=1, repeats=args.steps)
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -12,7 +12,7 @@ import torch
 from colt5_lightning.models import CoLT5LanguageModel, RoutingConfig
 from colt5_lightning.training.compile import COMPILE_MODES, compiled
 
-from .common import autocast, machine, median_time, write_json
+from .common import autocast, machine, training_step_seconds, write_json
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
@@ -28,20 +28,16 @@ def model_kwargs(args, context: int, dense: bool) -> dict:
 def tokens_per_second(args, context: int, dense: bool, device: str, dtype) -> float:
     torch.manual_seed(0)
     model = CoLT5LanguageModel(**model_kwargs(args, context, dense)).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     forward = model if args.compile == "off" else compiled(model, args.compile)
     batch = torch.randint(0, 256, (args.batch, context + 1), device=device)
 
-    def step():
+    def loss():
         with autocast(device, dtype):
             logits = forward(batch[:, :-1])
-        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten())
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten())
 
-    # compiling happens in the warm-up steps (forward, then backward), never in the timed ones
-    seconds = median_time(step, device=device, warmup=1 if args.compile == "off" else 3, repeats=args.steps)
+    seconds = training_step_seconds(model, loss, device=device, warmup=1 if args.compile == "off" else 3,
+                                    repeats=args.steps)
     return args.batch * context / seconds
 
 
