@@ -5,6 +5,7 @@ typo in a YAML config fails at construction time with a message a user can act o
 """
 from __future__ import annotations
 
+import math
 from typing import Collection, Optional
 
 
@@ -36,6 +37,19 @@ def int_seed(name: str, value) -> int:
     if not _is_int(value):
         raise ValueError(f"{name} must be an int, got {value!r}")
     return value
+
+
+def int_at_least(name: str, value, minimum: int, why: str) -> int:
+    """An int of at least `minimum`; `why` says what a smaller one would break."""
+    if not _is_int(value) or value < minimum:
+        raise ValueError(f"{name} must be an int of at least {minimum} ({why}), got {value!r}")
+    return value
+
+
+def finite_non_negative(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
+    return float(value)
 
 
 def open_fraction(name: str, value) -> float:

@@ -6,7 +6,6 @@ both, and a model that only mixes pixels inside tiles never sees the two colours
 """
 from __future__ import annotations
 
-import math
 from typing import Dict, Optional
 
 import numpy as np
@@ -92,17 +91,11 @@ class MatchingMarksDataModule(SeededDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
-        self.image_size = _args.positive_int("image_size", image_size)
-        if self.image_size < 2:
-            raise ValueError(f"image_size must be at least 2 (two marks), got {image_size!r}")
-        self.num_colors = _args.positive_int("num_colors", num_colors)
-        if self.num_colors < 2:
-            raise ValueError(f"num_colors must be at least 2 (else every pair matches), got {num_colors!r}")
+        self.image_size = _args.int_at_least("image_size", image_size, 2, "two marks")
+        self.num_colors = _args.int_at_least("num_colors", num_colors, 2, "with one, every pair matches")
         self.min_distance = _args.positive_int("min_distance", min_distance)
         _args.at_most("min_distance", self.min_distance, "image_size - 1", self.image_size - 1)
-        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < math.inf:
-            raise ValueError(f"noise must be a finite non-negative number, got {noise!r}")
-        self.noise = float(noise)
+        self.noise = _args.finite_non_negative("noise", noise)
         self.train_samples = _args.positive_int("train_samples", train_samples)
         self.val_samples = _args.positive_int("val_samples", val_samples)
         self.save_hyperparameters()
