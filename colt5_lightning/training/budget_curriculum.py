@@ -58,19 +58,20 @@ class BudgetCurriculum(pl.Callback):
         self.factors = factors
         self.gate = StageGate(metric, threshold, window)
         self.stage = 0
-        self._modules: List[Tuple[nn.Module, str, int]] = []
+        self._modules: List[nn.Module] = []  # the routed modules, each holding its configured budgets
 
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         modules = dict(pl_module.named_modules())
-        self._modules = [(modules[name], attr, k) for (name, attr), k in routed_budgets(pl_module).items()]
-        for module, attr, k in self._modules:  # kept, so that a later fit still knows the configured budget
-            module.__dict__.setdefault(CONFIGURED, {})[attr] = k
+        for (name, attr), k in routed_budgets(pl_module).items():  # kept, so that a later fit knows them too
+            modules[name].__dict__.setdefault(CONFIGURED, {})[attr] = k
+        self._modules = [m for m in modules.values() if CONFIGURED in m.__dict__]
         if not self._modules:  # e.g. the dense control of a routed recipe: it trains as it is
             rank_zero_info(f"BudgetCurriculum: {type(pl_module).__name__} has no routed module; nothing to change")
 
     def _apply(self, factor: int) -> None:
-        for module, attr, k in self._modules:
-            setattr(module, attr, k * factor)
+        for module in self._modules:
+            for attr, k in module.__dict__[CONFIGURED].items():
+                setattr(module, attr, k * factor)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._apply(self.factors[self.stage])
