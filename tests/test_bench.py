@@ -26,6 +26,17 @@ def test_throughput_benchmark_compares_routed_and_dense(tmp_path):
     assert row["routed"] > 0 and row["dense"] > 0
 
 
+def test_throughput_times_the_lightning_modules_own_training_step(monkeypatch):
+    from colt5_lightning.training import LanguageModelModule
+    calls = []
+    step = LanguageModelModule.training_step
+    monkeypatch.setattr(LanguageModelModule, "training_step",
+                        lambda self, batch, i: calls.append(self.hparams.dense) or step(self, batch, i))
+    throughput.main(["--contexts", "64", "--dim", "16", "--depth", "1", "--heads", "2", "--dim-head", "8",
+                     "--window", "16", "--steps", "2"])
+    assert calls == [False] * 3 + [True] * 3  # one warm-up and two timed steps per model
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("method", ["exact", "iterative"])
 def test_fused_coor_descent_matches_eager_on_cuda(method):
