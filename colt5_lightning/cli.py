@@ -34,6 +34,7 @@ from . import entry
 from .config_files import ConfigFileError, expand_base_configs
 from .training import LastCheckpoint, NonFiniteGuard, RandomStateCheckpoint, RouterMonitor
 from .training.progress import ParamsModelSummary, StepsProgressBar
+from .training.resume import describe, setting_differences, split_changes
 from .training.run_dirs import (ENV as RUN_DIR_ENV, LAST, RunDirError, claim_run_dir, find_checkpoint,
                                 is_worker_process, newest_run_with_checkpoint)
 
@@ -116,16 +117,13 @@ class CoLT5CLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config  # linked in parse_arguments
-        given = config.get("ckpt_path")
         try:
             place_run(config)
         except RunDirError as ex:
             fail(str(ex))
-        if given == "last" and config.get("ckpt_path") != "last":  # resolved to a file: can it be read?
-            try:
-                torch.load(config["ckpt_path"], map_location="cpu", weights_only=False, mmap=True)
-            except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as ex:
-                fail(damaged_checkpoint(config["ckpt_path"], ex))
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path and ckpt_path != "last" and os.path.isfile(ckpt_path):  # given, or `last` resolved
+            check_model_matches_checkpoint(config["model"], ckpt_path)
 
     def _parse_ckpt_path(self) -> None:
         # a folder stands for its newest run's last.ckpt (training.run_dirs.find_checkpoint)
@@ -136,11 +134,8 @@ class CoLT5CLI(LightningCLI):
                 self.config[subcommand]["ckpt_path"] = str(find_checkpoint(ckpt_path))
             except FileNotFoundError as ex:
                 fail(f"--ckpt_path: {ex}")
-        # LightningCLI reads the checkpoint's hyper-parameters here: a damaged file must say so
-        try:
-            super()._parse_ckpt_path()
-        except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as ex:
-            fail(damaged_checkpoint(self.config[self.config.subcommand].get("ckpt_path"), ex))
+        # LightningCLI would put the checkpoint's hyper-parameters over the command line's here, so a
+        # changed router or lr would be ignored in silence; before_instantiate_classes compares them
 
     def before_fit(self) -> None:
         self._fit_started = time.monotonic()
@@ -235,6 +230,35 @@ def place_run(config) -> Optional[Path]:
 
 def _logger_config(cls, **init_args) -> Namespace:
     return Namespace(class_path=f"{cls.__module__}.{cls.__name__}", init_args=Namespace(**init_args))
+
+
+def check_model_matches_checkpoint(model_config, ckpt_path: str) -> None:
+    """Fails when the model the config builds is not the one the checkpoint holds (another class,
+    router, window, width...); prints the settings it changes that a resume may change (see
+    training.resume)."""
+    try:
+        saved = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True).get("hyper_parameters", {})
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, pickle.UnpicklingError) as ex:
+        fail(damaged_checkpoint(ckpt_path, ex))
+    class_path = model_config.get("class_path")
+    if saved.get("_class_path") and class_path and saved["_class_path"] != class_path:
+        fail(f"{ckpt_path} holds a {saved['_class_path'].rsplit('.', 1)[-1]}, but this run builds a "
+             f"{class_path.rsplit('.', 1)[-1]}: pass the configs the checkpoint was trained with")
+    try:
+        allowed = getattr(_import(class_path), "settings_a_resume_may_change", ()) if class_path else ()
+    except (ImportError, AttributeError, ValueError):
+        allowed = ()
+    refused, accepted = split_changes(setting_differences(saved, model_config.get("init_args") or {}), allowed)
+    if refused:
+        fail(f"{ckpt_path} was trained as another model ({describe(refused)}); its weights would be read by "
+             "a model they were not trained for. Use the checkpoint's values, or start a new run without --ckpt_path")
+    if accepted:
+        print(f"colt5: changed from the checkpoint: {describe(accepted)}", file=sys.stderr)
+
+
+def _import(class_path: str):
+    module, _, name = class_path.rpartition(".")
+    return getattr(__import__(module, fromlist=[name]), name)
 
 
 def damaged_checkpoint(path, ex: Exception) -> str:

@@ -253,6 +253,51 @@ def test_resuming_from_a_damaged_checkpoint_is_one_clear_error(tmp_path, capsys,
     assert err.strip().splitlines()[-2].startswith(f"colt5: error: cannot resume from {last}: the file is damaged")
 
 
+@pytest.mark.parametrize("ckpt_path", ["last", "explicit"])
+@pytest.mark.parametrize("setting, value", [("routing.router_type", "sinkhorn"), ("routing.light_window_size", "32"),
+                                            ("dense", "true")])
+def test_a_resume_that_would_build_another_model_is_refused_before_training(tmp_path, capsys, setting, value,
+                                                                             ckpt_path):
+    from colt5_lightning.cli import cli
+    ckpt = tmp_path / "ckpt"
+    cli(RUN[3:] + ["--trainer.max_steps", "2", "--checkpoint.dirpath", str(ckpt)])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        cli(RUN[3:] + ["--trainer.max_steps", "4", "--checkpoint.dirpath", str(ckpt), f"--model.init_args.{setting}", value,
+                       "--ckpt_path", "last" if ckpt_path == "last" else str(ckpt / "last.ckpt")])
+    assert info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-2]
+    assert error.startswith(f"colt5: error: {ckpt / 'last.ckpt'} was trained as another model")
+    assert f"{setting}: " in error
+    assert saved_step(ckpt / "last.ckpt") == 2  # nothing trained, nothing saved over it
+
+
+@pytest.mark.parametrize("ckpt_path", ["last", "explicit"])
+def test_a_resume_may_change_the_learning_rate_and_says_so(tmp_path, capsys, ckpt_path):
+    from colt5_lightning.cli import cli
+    ckpt = tmp_path / "ckpt"
+    cli(RUN[3:] + ["--trainer.max_steps", "2", "--checkpoint.dirpath", str(ckpt), "--model.init_args.optim.lr", "1e-3"])
+    capsys.readouterr()
+    resumed = cli(RUN[3:] + ["--trainer.max_steps", "3", "--checkpoint.dirpath", str(ckpt),
+                             "--model.init_args.optim.lr", "5e-4",
+                             "--ckpt_path", "last" if ckpt_path == "last" else str(ckpt / "last.ckpt")])
+    assert resumed.model.optim.lr == 5e-4  # the command line's, not the checkpoint's
+    assert resumed.trainer.global_step == 3
+    assert "colt5: changed from the checkpoint: optim.lr: 0.001 in the checkpoint, 0.0005 now" in capsys.readouterr().err
+
+
+def test_a_checkpoint_of_another_module_class_is_refused(tmp_path, capsys):
+    from colt5_lightning.cli import cli
+    ckpt = tmp_path / "ckpt"
+    cli(RUN[3:] + ["--trainer.max_steps", "1", "--checkpoint.dirpath", str(ckpt)])
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli(["fit", "--config", str(REPO / "configs/model/sequence/tiny.yaml"), "--config", str(REPO / "configs/data/listops.yaml"),
+             "--trainer.accelerator", "cpu", "--trainer.max_steps", "2", "--trainer.logger", "false",
+             "--checkpoint.dirpath", str(tmp_path / "other"), "--ckpt_path", str(ckpt / "last.ckpt")])
+    assert "holds a LanguageModelModule, but this run builds a SequenceClassificationModule" in capsys.readouterr().err
+
+
 def _children(pid: int) -> list:
     """(pid, command line) of the processes whose parent is pid."""
     found = []

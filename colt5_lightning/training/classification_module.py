@@ -34,6 +34,9 @@ class ClassificationModule(pl.LightningModule):
     """Cross-entropy training of `model` (inputs[, mask] -> logits (B, num_classes)).
     oracle_routing=True routes each batch's "route_mask" tokens by hand (a diagnostic)."""
 
+    # settings a run started from a checkpoint may change (training.resume): the rest define the model
+    settings_a_resume_may_change = ("optim", "compile", "oracle_routing")
+
     def __init__(self, model: nn.Module, num_classes: int, optim: OptimConfig = OptimConfig(),
                  oracle_routing: bool = False, compile: str = "off"):
         super().__init__()

@@ -66,6 +66,11 @@ class LanguageModelModule(pl.LightningModule):
             reduce-overhead (CUDA graphs), max-autotune, or aot_eager (a quick check that it compiles).
     """
 
+    # settings a run started from a checkpoint may change (training.resume): the rest define the model
+    settings_a_resume_may_change = ("optim", "compile", "sample_prompt", "sample_length", "sample_temperature",
+                                    "sample_top_k", "sample_seed", "oracle_routing", "oracle_steps",
+                                    "loss_guided_routing", "exact_match")
+
     def __init__(self, vocab_size: int = 256, seq_len: int = 1024, dim: int = 256, depth: int = 4,
                  routing: RoutingConfig = RoutingConfig(), tie_embeddings: bool = True, dense: bool = False,
                  absolute_positions: bool = True, optim: OptimConfig = OptimConfig(),
