@@ -1,5 +1,6 @@
 """The `colt5` console command. `colt5` and `colt5 --help` answer from here without importing torch
-or Lightning (seconds of start-up); every other call goes to colt5_lightning.cli."""
+or Lightning (seconds of start-up), and `colt5 fit --help` (validate, test, predict) from the help
+cache once it has been built; every other call goes to colt5_lightning.cli."""
 from __future__ import annotations
 
 import sys
@@ -16,6 +17,7 @@ COMMANDS = (
 )
 
 OWN_COMMANDS = ("sample", "plot", "plot-routing")  # the rest are LightningCLI's subcommands
+LIGHTNING_COMMANDS = tuple(name for name, _ in COMMANDS if name not in OWN_COMMANDS)
 HELP_FLAGS = ("-h", "--help")
 
 
@@ -38,6 +40,15 @@ def main(args: Optional[List[str]] = None) -> None:
     if len(argv) == 1 and argv[0] in HELP_FLAGS:
         print(top_level_help())
         return
+    if len(argv) == 2 and argv[1] in HELP_FLAGS and argv[0] in LIGHTNING_COMMANDS:
+        from .help_cache import print_help
+
+        print_help(argv, _run_cli)
+        return
+    _run_cli(argv)
+
+
+def _run_cli(argv: List[str]) -> None:
     from .cli import main as cli_main
 
     cli_main(argv)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import faulthandler
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -412,6 +413,39 @@ def test_the_colt5_command_hands_everything_else_to_the_cli(capsys):
     with pytest.raises(SystemExit) as info:
         entry_main(["fit", "--help"])
     assert info.value.code == 0 and "--model.help" in capsys.readouterr().out
+
+
+def test_fit_help_is_answered_from_the_cache_the_first_call_built_without_importing_torch(tmp_path):
+    code = ("import sys; from colt5_lightning.entry import main\n"
+            "try:\n    main(['fit', '--help'])\nexcept SystemExit as done:\n    assert done.code == 0\n"
+            "print('IMPORTED' if 'torch' in sys.modules else 'NOT IMPORTED', file=sys.stderr)")
+    env = {**os.environ, "COLT5_CACHE_DIR": str(tmp_path), "COLUMNS": "100"}
+    first, second = (subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+                     for _ in range(2))
+    assert first.stderr.strip().endswith("IMPORTED") and second.stderr.strip().endswith("NOT IMPORTED")
+    assert second.stdout == first.stdout and "--model.help" in second.stdout
+
+
+def test_the_help_cache_key_changes_with_the_sources_and_the_terminal_width(monkeypatch):
+    from colt5_lightning import help_cache
+    key = help_cache.cache_file(["fit", "--help"])
+    monkeypatch.setenv("COLUMNS", "57")
+    assert help_cache.cache_file(["fit", "--help"]) != key
+    monkeypatch.delenv("COLUMNS")
+    monkeypatch.setattr(help_cache, "_sources", lambda: [("cli.py", 1, 2)])
+    assert help_cache.cache_file(["fit", "--help"]) != key
+
+
+def test_a_help_call_that_fails_is_not_cached(tmp_path, capsys):
+    from colt5_lightning import help_cache
+
+    def broken(argv):
+        print("half a help")
+        sys.exit(2)
+    with pytest.raises(SystemExit):
+        help_cache.print_help(["fit", "--help"], broken)
+    assert "half a help" in capsys.readouterr().out
+    assert not help_cache.cache_file(["fit", "--help"]).exists()
 
 
 def test_the_quick_help_lists_exactly_the_commands_that_exist():

@@ -18,17 +18,13 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .._cache import cache_dir
+
 TEXT_SUFFIXES: Tuple[str, ...] = (".py", ".txt", ".md")
 STDLIB_SUFFIXES: Tuple[str, ...] = (".py",)
 # Third-party packages live inside the stdlib folder; they are not part of the stdlib corpus.
 _STDLIB_SKIP_DIRS = frozenset({"site-packages", "dist-packages", "__pycache__"})
 _COPY_CHUNK = 1 << 20
-
-
-def cache_dir() -> Path:
-    """``$COLT5_CACHE_DIR`` if set, else ``~/.cache/colt5_lightning``."""
-    env = os.environ.get("COLT5_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "colt5_lightning"
 
 
 def stdlib_dir() -> Path:
