@@ -66,7 +66,28 @@ def test_cosine_sim_routing_scores_are_bounded_by_the_scale():
     assert scores.abs().max() <= 4.0 + 1e-4
 
 
-@pytest.mark.parametrize("keyword", ["learned_routing_tokens", "route_block_size"])
-def test_keywords_not_supported_yet_say_so(keyword):
-    with pytest.raises(NotImplementedError, match=keyword):
-        CoordinateDescentRouter(DIM, **{keyword: True if keyword == "learned_routing_tokens" else 4})
+def test_route_block_size_routes_the_same_count_from_every_whole_block():
+    router = CoordinateDescentRouter(DIM, route_block_size=8).eval()
+    out = router(torch.randn(2, 35, DIM), num_tokens=8)  # 4 whole blocks of 8, 2 each; 3 tokens never routed
+    assert out.indices.shape == (2, 8)
+    assert torch.equal(torch.bincount(out.indices.flatten() // 8), torch.full((4,), 4))
+
+
+def test_route_block_size_that_cannot_hold_its_share_is_an_error():
+    with pytest.raises(ValueError, match="route_block_size 4 cannot route num_tokens 9"):
+        CoordinateDescentRouter(DIM, route_block_size=4)(torch.randn(1, 10, DIM), num_tokens=9)
+
+
+def test_learned_routing_tokens_route_each_sample_by_its_own_token():
+    router = CoordinateDescentRouter(DIM, learned_routing_tokens=True).eval()
+    x = torch.randn(1, 20, DIM).expand(2, 20, DIM)
+    tokens = torch.stack([x[0, 3], x[0, 11]]) * 10  # each sample's token points at another position
+    out = router(x, num_tokens=1, routing_tokens=tokens)
+    assert out.indices.flatten().tolist() == [3, 11]
+
+
+@pytest.mark.parametrize("given", [False, True])
+def test_routing_tokens_are_required_exactly_when_the_router_has_none(given):
+    router = CoordinateDescentRouter(DIM, learned_routing_tokens=not given)
+    with pytest.raises(ValueError, match="routing_tokens"):
+        router(torch.randn(2, 20, DIM), num_tokens=4, routing_tokens=torch.randn(2, DIM) if given else None)

@@ -375,6 +375,51 @@ def test_cross_attention_context_may_have_its_own_width():
     assert cross(torch.randn(2, 20, DIM), torch.randn(2, 30, 48)).shape == (2, 20, DIM)
 
 
+@pytest.mark.parametrize("query_conditioned", [False, True])
+def test_the_memories_routed_depend_on_the_source_exactly_when_routing_is_query_conditioned(query_conditioned):
+    torch.manual_seed(0)
+    cross = ConditionalRoutedCrossAttention(DIM, num_tokens_q=8, num_tokens_kv=8, dim_head=8, heads=4,
+                                            kv_routing_tokens=2, query_conditioned_kv_routing=query_conditioned).eval()
+    kv_seen = capture_routings(cross.kv_router)
+    context = torch.randn(1, 200, DIM)
+    for _ in range(2):
+        cross(torch.randn(1, 32, DIM), context)
+    same = torch.equal(kv_seen[0].indices.sort(-1).values, kv_seen[1].indices.sort(-1).values)
+    assert same != query_conditioned
+
+
+def test_query_conditioned_kv_routing_trains_its_queries_and_ignores_masked_source_tokens():
+    cross = ConditionalRoutedCrossAttention(DIM, num_tokens_q=8, num_tokens_kv=8, dim_head=8, heads=2,
+                                            query_conditioned_kv_routing=True, dim_context=48)
+    x, context = torch.randn(2, 32, DIM), torch.randn(2, 100, 48)
+    mask = torch.ones(2, 32, dtype=torch.bool)
+    mask[0] = False  # a source with no valid token still routes (from a uniform summary), without NaN
+    mask[1, 16:] = False
+    out = cross(x, context, mask=mask)
+    out.sum().backward()
+    assert_every_parameter_has_a_finite_gradient(cross)
+    changed = x.clone()
+    changed[1, 16:] = torch.randn(16, DIM) * 5
+    torch.testing.assert_close(cross._kv_routing_tokens(cross.norm(changed), mask)[1],
+                               cross._kv_routing_tokens(cross.norm(x), mask)[1])
+
+
+def test_num_sets_kv_is_colt5_attentions_name_for_kv_routing_tokens():
+    cross = ConditionalRoutedCrossAttention(DIM, num_tokens_q=8, num_tokens_kv=8, dim_head=8, heads=4, num_sets_kv=2)
+    assert cross.kv_router.num_routing_tokens == 2
+    with pytest.raises(ValueError, match="num_sets_kv=2 and kv_routing_tokens=4"):
+        ConditionalRoutedCrossAttention(DIM, num_tokens_q=8, num_tokens_kv=8, dim_head=8, heads=4, num_sets_kv=2,
+                                        kv_routing_tokens=4)
+
+
+def test_cross_attention_route_block_size_routes_memories_evenly():
+    cross = ConditionalRoutedCrossAttention(DIM, num_tokens_q=8, num_tokens_kv=8, dim_head=8, heads=2,
+                                            route_block_size=25).eval()
+    kv_seen = capture_routings(cross.kv_router)
+    cross(torch.randn(2, 32, DIM), torch.randn(2, 100, DIM))
+    assert torch.equal(torch.bincount(kv_seen[0].indices.flatten() // 25), torch.full((4,), 4))
+
+
 # ---------------------------------------------------------------- the heavy branch matters
 
 

@@ -52,7 +52,7 @@ def test_topk_equals_colt5_attentions_when_its_solver_converges(masked):
 
 
 # keywords of colt5-attention 0.11.2 not accepted here yet, as README.md's migration table says
-NOT_YET = {"heavy_window_size", "num_sets_kv", "route_block_size"}
+NOT_YET = {"heavy_window_size"}
 SEED_CLASSES = ["ConditionalRoutedFeedForward", "ConditionalRoutedAttention", "ConditionalRoutedImageAttention",
                 "ConditionalRoutedAutoregressiveAttention", "ConditionalRoutedCrossAttention",
                 "ConditionalRoutedTransformerBlock"]
@@ -116,6 +116,48 @@ def test_coordinate_descent_router_equals_colt5_attentions_when_its_solver_conve
         torch.testing.assert_close(got.routed_mask, own_mask.view_as(got.routed_mask))
         if routes == 1:  # (the reference's multi-route mask comes from other samples too)
             torch.testing.assert_close(got.routed_mask, expected.routed_mask)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("keyword", ["route_block_size", "learned_routing_tokens"])
+def test_coordinate_descent_router_keywords_equal_colt5_attentions(masked, keyword):
+    from colt5_attention import CoordinateDescentRouter as Reference
+
+    from colt5_lightning import CoordinateDescentRouter
+    torch.manual_seed(0)
+    dim, n, k = 16, 50, 9  # 50 = 4 blocks of 12 and 2 tokens never routed; 9 = 3 per block
+    setting = {"route_block_size": 12} if keyword == "route_block_size" else {"learned_routing_tokens": True}
+    # eps 1: no weight saturates at 1, so the reference's top k by weight is one set (ties at 1 are
+    # broken arbitrarily there; here the top k by score)
+    reference = Reference(dim, n_iters=2000, eps=1.0, **setting).eval()
+    ours = CoordinateDescentRouter(dim, eps=1.0, **setting).eval()
+    call = {}
+    if keyword == "learned_routing_tokens":
+        call["routing_tokens"] = torch.randn(3, dim)
+        assert reference.routing_token is None and ours.routing_tokens is None
+    else:
+        ours.routing_tokens.data.copy_(reference.routing_token)
+    x = torch.randn(3, n, dim)
+    mask = torch.rand(3, n) > 0.3 if masked else None
+    got = ours(x, num_tokens=k, mask=mask, **call)
+    if keyword == "route_block_size":  # the documented difference: there the gather of the routed tokens fails
+        with pytest.raises(IndexError):
+            reference(x, num_tokens=k, mask=mask)
+        blocks = [x[:, i * 12:(i + 1) * 12] for i in range(4)]
+        outs = [ours(b, num_tokens=3, mask=None if mask is None else mask[:, i * 12:(i + 1) * 12])
+                for i, b in enumerate(blocks)]  # each block routed alone, as route_block_size means
+        torch.testing.assert_close(got.indices, torch.cat([o.indices + 12 * i for i, o in enumerate(outs)], -1))
+        torch.testing.assert_close(got.scores, torch.cat([o.scores for o in outs], -1))
+        return
+    expected = reference(x, num_tokens=k, mask=mask, **call)
+    assert got.indices.shape == expected.indices.shape
+    torch.testing.assert_close(got.indices.sort(-1).values, expected.indices.sort(-1).values)
+    order_got, order_expected = got.indices.argsort(-1), expected.indices.argsort(-1)
+    torch.testing.assert_close(got.scores.gather(-1, order_got), expected.scores.gather(-1, order_expected),
+                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got.routed_tokens, x.gather(1, got.indices.unsqueeze(-1).expand(3, -1, dim)))
+    if masked:
+        torch.testing.assert_close(got.routed_mask.gather(-1, order_got), expected.routed_mask.gather(-1, order_expected))
 
 
 def test_routed_vit_positions_equal_colt5_attentions():

@@ -5,7 +5,9 @@ RouterReturn(indices, scores, routed_tokens, routed_mask) as the reference does:
 selected positions, their weights (1 in the forward pass under straight_through, the default),
 the gathered tokens and their mask (None without a mask); without a route dimension when
 num_routing_tokens is 1. When the input has no more than k tokens nothing is selected: indices
-is None, the scores are ones and routed_tokens is x. The solver is this package's coordinate
+is None, the scores are ones and routed_tokens is x. learned_routing_tokens=True takes the routing
+tokens at each call (`routing_tokens`, (b, d) or (b, r, d)); route_block_size routes ⌈k / blocks⌉
+in each whole block of that many tokens. The solver is this package's coordinate
 descent, which reaches Σλ = k (the reference's 20 iterations stop short of it).
 """
 from __future__ import annotations
@@ -31,18 +33,14 @@ class CoordinateDescentRouter(Router):
                  learned_routing_tokens: bool = False, use_triton: bool = False, cosine_sim_routing: bool = False,
                  cosine_sim_scale: float = 8.0, route_block_size: Optional[int] = None,
                  triton_checkpoint_segments: Optional[int] = None):
-        if learned_routing_tokens:
-            raise NotImplementedError("learned_routing_tokens=True (routing tokens passed to forward) is not "
-                                      "supported yet")
-        if route_block_size is not None:
-            raise NotImplementedError("route_block_size (routing evenly within blocks) is not supported yet")
         super().__init__(dim, num_routing_tokens=num_routing_tokens, router_type="coor_descent",
                          straight_through=straight_through, n_iters=n_iters, eps=eps, eps_init=eps_init,
                          eps_decay=eps_decay, fetch_k_ratio=fetch_k_ratio, cosine_sim_routing=cosine_sim_routing,
-                         cosine_sim_scale=cosine_sim_scale)
+                         cosine_sim_scale=cosine_sim_scale, learned_routing_tokens=learned_routing_tokens,
+                         route_block_size=route_block_size)
 
     def forward(self, x: Tensor, *, num_tokens: int, mask: Optional[Tensor] = None, random_route: bool = False,
-                keep_one_route_dim: bool = False) -> RouterReturn:
+                routing_tokens: Optional[Tensor] = None, keep_one_route_dim: bool = False) -> RouterReturn:
         _checks.features("x", x, self.dim)
         b, n, _ = x.shape
         mask = _checks.mask_for("mask", mask, (b, n), "x (batch, seq)")
@@ -55,8 +53,21 @@ class CoordinateDescentRouter(Router):
                 mask = None if mask is None else mask.unsqueeze(1).expand(b, r, n)
             return RouterReturn(None, torch.ones((b, n) if squeeze else (b, r, n), device=x.device, dtype=x.dtype),
                                 x, mask)
-        scores = self.score(x, random_route)
+        scores = self.score(x, random_route, routing_tokens)
         valid = None if mask is None else mask.unsqueeze(1).expand(b, r, n)
+        if self.route_block_size is None:
+            indices, selected, routed_mask = self._select(scores, k, valid)
+        else:
+            indices, selected, routed_mask = self._select_in_blocks(scores, k, valid)
+        tokens = gather_tokens(x, indices)
+        if squeeze:
+            indices, selected, tokens = indices[:, 0], selected[:, 0], tokens[:, 0]
+            routed_mask = None if routed_mask is None else routed_mask[:, 0]
+        return RouterReturn(indices, selected, tokens, routed_mask)
+
+    def _select(self, scores: Tensor, k: int, valid: Optional[Tensor]) -> tuple:
+        """(indices, weights, mask or None), each (b, r, k), of the top k of scores (b, r, n)."""
+        b, r, n = scores.shape
         solve_k = min(k * self.over_fetch, n)  # the reference solves for the over-fetched k, then keeps k
         weights = self.soft_topk(scores.reshape(b * r, n), solve_k,
                                  None if valid is None else valid.reshape(b * r, n)).view(b, r, n)
@@ -70,11 +81,29 @@ class CoordinateDescentRouter(Router):
             selected = selected + (1.0 - selected).detach()
         if routed_mask is not None:
             selected = selected * routed_mask
-        tokens = gather_tokens(x, indices)
-        if squeeze:
-            indices, selected, tokens = indices[:, 0], selected[:, 0], tokens[:, 0]
-            routed_mask = None if routed_mask is None else routed_mask[:, 0]
-        return RouterReturn(indices, selected, tokens, routed_mask)
+        return indices, selected, routed_mask
+
+    def _select_in_blocks(self, scores: Tensor, k: int, valid: Optional[Tensor]) -> tuple:
+        """_select within each whole block of route_block_size tokens, ⌈k / blocks⌉ per block."""
+        b, r, n = scores.shape
+        size = self.route_block_size
+        blocks = n // size
+        per_block = -(-k // max(blocks, 1))
+        if blocks == 0 or per_block > size:
+            raise ValueError(f"route_block_size {size} cannot route num_tokens {k} of {n} tokens: "
+                             f"{max(blocks, 1)} whole block(s) of {size} would each route {per_block}")
+
+        def blocked(t: Tensor) -> Tensor:  # (b, r, n) -> (b·blocks, r, size)
+            return t[..., :blocks * size].unflatten(-1, (blocks, size)).transpose(1, 2).flatten(0, 1)
+
+        def joined(t: Tensor) -> Tensor:  # (b·blocks, r, m) -> (b, r, blocks·m)
+            return t.unflatten(0, (b, blocks)).transpose(1, 2).flatten(2)
+
+        indices, selected, routed_mask = self._select(blocked(scores), per_block,
+                                                      None if valid is None else blocked(valid))
+        offsets = (torch.arange(blocks, device=scores.device) * size).view(1, blocks, 1, 1)
+        indices = (indices.unflatten(0, (b, blocks)) + offsets).transpose(1, 2).flatten(2)
+        return indices, joined(selected), None if routed_mask is None else joined(routed_mask)
 
     @staticmethod
     def route_back(src: Tensor, routed_tokens: Tensor, indices: Tensor) -> Tensor:

@@ -39,15 +39,31 @@ FORCED_BONUS = 1e4  # far above any learned score: a forced token is always sele
 
 
 def raw_scores(x: Tensor, routing_tokens: Tensor, cosine_sim_scale: Optional[float] = None) -> Tensor:
-    """(b, r, n) float32 scores of x (b, n, d) against routing_tokens (r, d): dot products, or with
-    cosine_sim_scale (colt5-attention's cosine_sim_routing) scaled cosine similarities."""
+    """(b, r, n) float32 scores of x (b, n, d) against routing_tokens, shared (r, d) or per sample
+    (b, r, d): dot products, or with cosine_sim_scale (colt5-attention's cosine_sim_routing) scaled
+    cosine similarities."""
     with torch.autocast(device_type=x.device.type, enabled=False):
         x, tokens = x.float(), routing_tokens.float()
         if cosine_sim_scale is not None:
             x, tokens = F.normalize(x, dim=-1), F.normalize(tokens, dim=-1) * cosine_sim_scale
+        if tokens.ndim == 3:
+            return torch.bmm(tokens, x.transpose(1, 2))
         # a linear layer rather than einsum: its backward is one GEMM, not a batched outer
         # product (2.5x faster fwd+bwd at 4096x512 on CPU)
         return F.linear(x, tokens).transpose(1, 2)
+
+
+def given_routing_tokens(routing_tokens: Optional[Tensor], batch: int, num_routes: int, dim: int) -> Tensor:
+    """routing_tokens passed to a router built with learned_routing_tokens=True, as (b, r, d)."""
+    if routing_tokens is None:
+        raise ValueError("this router was built with learned_routing_tokens=True: pass routing_tokens, "
+                         f"shape (batch, dim) or (batch, {num_routes}, dim), to its forward")
+    if routing_tokens.ndim == 2:
+        routing_tokens = routing_tokens.unsqueeze(1)
+    if routing_tokens.shape != (batch, num_routes, dim):
+        raise ValueError(f"routing_tokens must have shape (batch, dim) = {(batch, dim)} or (batch, num_routing_tokens, "
+                         f"dim) = {(batch, num_routes, dim)}, got {tuple(routing_tokens.shape)}")
+    return routing_tokens
 
 
 def reference_router_keywords(over_fetch: float, fetch_k_ratio: Optional[float], cosine_sim_routing: bool,
@@ -101,6 +117,11 @@ class Router(nn.Module):
     colt5-attention's router keywords: fetch_k_ratio (= over_fetch), cosine_sim_routing and
     cosine_sim_scale (scores are scaled cosine similarities), use_triton and
     triton_checkpoint_segments (accepted; the fused solver is chosen by `fused`).
+    learned_routing_tokens: the routing tokens come from elsewhere (for example a summary of the
+    queries), passed to forward as `routing_tokens`, instead of being this router's parameters.
+    route_block_size: route evenly: the sequence is cut into blocks of this many tokens and each
+    block routes ⌈k / blocks⌉ of its own; tokens after the last whole block are never routed
+    (both as colt5-attention).
     """
 
     def __init__(self, dim: int, *, num_routing_tokens: int = 1, router_type: str = "coor_descent",
@@ -109,7 +130,8 @@ class Router(nn.Module):
                  method: str = "exact", fused: Optional[bool] = None, score_noise: float = 0.0,
                  fetch_k_ratio: Optional[float] = None, cosine_sim_routing: bool = False,
                  cosine_sim_scale: float = 8.0, use_triton: bool = False,
-                 triton_checkpoint_segments: Optional[int] = None):
+                 triton_checkpoint_segments: Optional[int] = None, learned_routing_tokens: bool = False,
+                 route_block_size: Optional[int] = None):
         super().__init__()
         self.dim = _checks.positive_int("dim", dim)
         self.num_routing_tokens = _checks.positive_int("num_routing_tokens", num_routing_tokens)
@@ -127,16 +149,26 @@ class Router(nn.Module):
         self.score_noise = _checks.non_negative_number("score_noise", score_noise)
         self.forced: Optional[Tensor] = None  # (b, n) bool: positions routed by hand (see routing.oracle)
         self.label = "router"  # its module path once a NonFiniteGuard has named it, for error messages
-        self.routing_tokens = nn.Parameter(torch.randn(num_routing_tokens, dim) * dim ** -0.5)
+        self.route_block_size = (None if route_block_size is None
+                                 else _checks.positive_int("route_block_size", route_block_size))
+        self.routing_tokens = (None if learned_routing_tokens
+                               else nn.Parameter(torch.randn(num_routing_tokens, dim) * dim ** -0.5))
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, num_routing_tokens={self.num_routing_tokens}, "
                 f"router_type={self.router_type!r}, straight_through={self.straight_through}")
 
-    def score(self, x: Tensor, random_route: bool = False) -> Tensor:
+    def score(self, x: Tensor, random_route: bool = False, routing_tokens: Optional[Tensor] = None) -> Tensor:
         """Router scores (b, r, n) in float32, autocast or not, with exploration noise while
-        training and forced positions raised above all others."""
-        scores = raw_scores(x, self.routing_tokens, self.cosine_sim_scale)
+        training and forced positions raised above all others. routing_tokens: (b, d) or (b, r, d),
+        required by (and only by) a router built with learned_routing_tokens=True."""
+        if self.routing_tokens is None:
+            tokens = given_routing_tokens(routing_tokens, x.shape[0], self.num_routing_tokens, self.dim)
+        elif routing_tokens is not None:
+            raise ValueError("routing_tokens given to a router with its own (learned_routing_tokens=False)")
+        else:
+            tokens = self.routing_tokens
+        scores = raw_scores(x, tokens, self.cosine_sim_scale)
         return adjust_scores(scores, self.score_noise if self.training else 0.0, self.forced, random_route)
 
     def soft_topk(self, scores: Tensor, k, mask: Optional[Tensor]) -> Tensor:
@@ -149,14 +181,45 @@ class Router(nn.Module):
         return cum_softmax_topk(scores, k=k, mask=mask)
 
     def forward(self, x: Tensor, *, num_tokens: Union[int, Tensor], mask: Optional[Tensor] = None,
-                random_route: bool = False) -> Routing:
-        """random_route: route by random scores instead of learned ones (a negative control)."""
+                random_route: bool = False, routing_tokens: Optional[Tensor] = None) -> Routing:
+        """random_route: route by random scores instead of learned ones (a negative control).
+        routing_tokens: (b, d) or (b, r, d), for a router built with learned_routing_tokens=True."""
         _checks.features("x", x, self.dim)
         b, n, _ = x.shape
         mask = _checks.mask_for("mask", mask, (b, n), "x (batch, seq)")
         k = _checks.token_count("num_tokens", num_tokens)
+        scores = self.score(x, random_route, routing_tokens)
+        if self.route_block_size is not None:
+            return self._route_in_blocks(x, scores, k, mask)
+        return self._route(x, scores, k, mask)
+
+    def _route_in_blocks(self, x: Tensor, scores: Tensor, k: Union[int, Tensor], mask: Optional[Tensor]) -> Routing:
+        """Each whole block of route_block_size tokens routes ⌈k / blocks⌉ of its own."""
+        b, n, _ = x.shape
+        r, size = self.num_routing_tokens, self.route_block_size
+        blocks = n // size
+        if blocks == 0:
+            raise ValueError(f"route_block_size {size} is longer than the input ({n} tokens): no block to route from")
+        kept = blocks * size
+        per_block = (torch.div(k + blocks - 1, blocks, rounding_mode="floor").repeat_interleave(blocks)
+                     if isinstance(k, Tensor) else -(-k // blocks))
+        block_scores = scores[..., :kept].unflatten(-1, (blocks, size)).transpose(1, 2).flatten(0, 1)
+        block_mask = None if mask is None else mask[:, :kept].reshape(b * blocks, size)
+        inner = self._route(x[:, :kept].reshape(b * blocks, size, -1), block_scores, per_block, block_mask)
+
+        def joined(t: Tensor) -> Tensor:  # (b·blocks, r, m) -> (b, r, blocks·m)
+            return t.unflatten(0, (b, blocks)).transpose(1, 2).flatten(2)
+
+        offsets = (torch.arange(blocks, device=x.device) * size).view(1, blocks, 1, 1)
+        indices = (inner.indices.unflatten(0, (b, blocks)) + offsets).transpose(1, 2).flatten(2)
+        all_weights = torch.zeros_like(scores)
+        all_weights[..., :kept] = joined(inner.all_weights)
+        return Routing(indices=indices, weights=joined(inner.weights), routed_mask=joined(inner.routed_mask),
+                       tokens=gather_tokens(x, indices), scores=scores, all_weights=all_weights, num_tokens=k)
+
+    def _route(self, x: Tensor, scores: Tensor, k: Union[int, Tensor], mask: Optional[Tensor]) -> Routing:
+        b, n, _ = x.shape
         r = self.num_routing_tokens
-        scores = self.score(x, random_route)
         valid = None if mask is None else mask.unsqueeze(1).expand(b, r, n)
         k_rows = k.to(x.device).repeat_interleave(r) if isinstance(k, Tensor) else k
         with named_errors(self.label):
