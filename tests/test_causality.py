@@ -147,3 +147,27 @@ def test_a_router_type_causal_routing_ignores_is_warned_about(router_type):
     from colt5_lightning.routing.causal import CausalRouter
     with pytest.warns(UserWarning, match=f"router_type='{router_type}' has no effect on causal routing"):
         CausalRouter(8, segment_size=4, router_type=router_type)
+
+
+@pytest.mark.parametrize("heavy_window_size", [None, 24, 0])
+def test_a_routed_query_sees_the_key_values_of_earlier_heavy_windows_only(heavy_window_size):
+    """heavy_window_size (colt5-attention's; None means light_window_size): with every token routed
+    by hand and no light attention, the output at t depends on no other input of t's window;
+    0 lets it see every earlier routed token."""
+    torch.manual_seed(0)
+    module = ConditionalRoutedAutoregressiveAttention(DIM, num_heavy_tokens_q=N, num_heavy_tokens_kv=N,
+                                                      has_light_attn=False, heavy_window_size=heavy_window_size,
+                                                      max_seq_len=N, **ATTN).eval()
+    for router in (module.q_router, module.kv_router):
+        router.forced = torch.ones(1, N, dtype=torch.bool)
+    x = torch.randn(1, N, DIM, requires_grad=True)
+    t = 53
+    module(x)[0, t].sum().backward()
+    reach = x.grad[0].abs().sum(-1) > 0
+    window = WIN if heavy_window_size is None else heavy_window_size
+    if window == 0:
+        assert reach[:t].all()  # every earlier routed key/value, those of segment 0 included
+        return
+    start = t // window * window
+    assert not reach[start:t].any()  # nothing of its own window but itself
+    assert reach[:start].all()

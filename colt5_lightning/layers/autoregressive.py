@@ -18,16 +18,31 @@ from .attention import RoutedAttentionBase
 from .local_attention import LocalAttention, light_block_size
 
 
+ALL_EARLIER = 0  # heavy_window_size: a routed query sees every routed key/value at or before it
+
+
 class ConditionalRoutedAutoregressiveAttention(RoutedAttentionBase):
     """Takes ConditionalRoutedAttention's arguments. Token counts are budgets for a sequence of
     `max_seq_len` tokens (default: each input's own length). The routers' thresholds are renewed
     every `heavy_segment_size` tokens (default: the light branch's block, light_window_size / 2).
-    Give max_seq_len when prefixes of different lengths must route alike, as in generation."""
+    Give max_seq_len when prefixes of different lengths must route alike, as in generation.
 
-    def __init__(self, dim: int, *, heavy_segment_size: Optional[int] = None, **kwargs):
-        block = light_block_size(_checks.positive_int("light_window_size", kwargs.get("light_window_size", 128)))
+    heavy_window_size (colt5-attention's, default light_window_size): the sequence is cut into
+    windows of this many tokens, and a routed query sees only the routed key/values of earlier
+    windows; its own window is the light branch's. 0 (ALL_EARLIER, what the models use) lets it see
+    every routed key/value at or before its position."""
+
+    def __init__(self, dim: int, *, heavy_segment_size: Optional[int] = None,
+                 heavy_window_size: Optional[int] = None, **kwargs):
+        window = _checks.positive_int("light_window_size", kwargs.get("light_window_size", 128))
+        block = light_block_size(window)
         self.segment_size = block if heavy_segment_size is None else _checks.positive_int(
             "heavy_segment_size", heavy_segment_size)
+        if heavy_window_size is None:
+            heavy_window_size = window
+        elif heavy_window_size != ALL_EARLIER:
+            _checks.positive_int("heavy_window_size", heavy_window_size)
+        self.heavy_window_size = heavy_window_size
         super().__init__(dim, causal_segment=self.segment_size, **kwargs)
         if self.has_light_attn:
             self.light = LocalAttention(dim, heads=self.light_heads, dim_head=self.light_dim_head,
@@ -53,6 +68,8 @@ class ConditionalRoutedAutoregressiveAttention(RoutedAttentionBase):
         q_position = q_position.view(*q_position.shape, 1, 1)  # (b, m_q, 1, 1)
         first = self.segment_size
         visible = (kv_position <= q_position) & ((kv_position >= first) | (q_position >= first))
+        if self.heavy_window_size != ALL_EARLIER:
+            visible = visible & (kv_position // self.heavy_window_size < q_position // self.heavy_window_size)
         heavy = self.heavy(q_routing.tokens[:, 0], kv_routing.tokens, kv_routing.weights,
                            kv_routing.routed_mask, attn_mask=visible, query_weights=self._query_weights(q_routing),
                            positions=(q_routing.indices[:, 0], kv_routing.indices))

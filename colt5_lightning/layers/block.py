@@ -6,7 +6,7 @@ from typing import Optional
 from torch import Tensor, nn
 
 from .attention import ConditionalRoutedAttention
-from .autoregressive import ConditionalRoutedAutoregressiveAttention
+from .autoregressive import ALL_EARLIER, ConditionalRoutedAutoregressiveAttention
 from .feedforward import ConditionalRoutedFeedForward
 from .local_attention import light_block_size
 
@@ -44,7 +44,8 @@ class ConditionalRoutedTransformerBlock(nn.Module):
                               multiply_queries_by_score=multiply_queries_by_score,
                               use_null_q_tokens=use_null_q_tokens, has_light_attn=has_light_attn,
                               light_checkpoint=light_checkpoint, heavy=heavy, light_position=light_position,
-                              **({"max_seq_len": max_seq_len} if causal else {}), **routing)
+                              **({"max_seq_len": max_seq_len, "heavy_window_size": ALL_EARLIER} if causal else {}),
+                              **routing)
         self.ff = ConditionalRoutedFeedForward(dim, num_heavy_tokens=num_heavy_ff_tokens,
                                                light_ff_mult=light_ff_mult, heavy_ff_mult=heavy_ff_mult,
                                                causal=causal, causal_segment_size=light_block_size(light_window_size),
