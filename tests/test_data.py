@@ -730,3 +730,35 @@ def test_a_resumable_sampler_skips_only_the_start_of_its_next_pass():
     assert list(sampler) == full[4:] and len(sampler) == 10
     sampler.set_epoch(0)
     assert list(sampler) == full
+
+
+@settings(max_examples=40, deadline=None)
+@given(total=st.integers(1, 40), replicas=st.integers(1, 4), epoch=st.integers(0, 3))
+def test_the_shards_of_a_resumable_sampler_cover_its_epoch_in_equal_parts(total, replicas, epoch):
+    from colt5_lightning.data._base import EpochShuffle
+    order = EpochShuffle(total, 5).indices_for_epoch(epoch).tolist()
+    shards = []
+    for rank in range(replicas):
+        sampler = EpochShuffle(total, 5)
+        sampler.shard(replicas, rank)
+        sampler.set_epoch(epoch)
+        shards.append(list(sampler))
+        assert len(shards[-1]) == len(sampler) == -(-total // replicas)
+    dealt = [shards[i % replicas][i // replicas] for i in range(len(shards[0]) * replicas)]
+    assert dealt == (order * 2)[:len(dealt)]  # dealt round-robin, padded from the start
+
+
+def test_a_sharded_sampler_skips_the_start_of_its_own_shard():
+    from colt5_lightning.data._base import EpochShuffle
+    sampler = EpochShuffle(12, 3)
+    sampler.shard(3, 1)
+    shard = list(sampler)
+    sampler.set_epoch(0)
+    sampler.skip = 2
+    assert list(sampler) == shard[2:]
+
+
+def test_lightning_leaves_the_resumable_sampler_unwrapped_under_data_parallelism():
+    from torch.utils.data import DistributedSampler
+    from colt5_lightning.data._base import EpochShuffle
+    assert isinstance(EpochShuffle(4, 0), DistributedSampler)

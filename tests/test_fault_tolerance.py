@@ -199,6 +199,36 @@ def test_losses_after_a_kill_and_resume_equal_an_uninterrupted_run_step_for_step
                                                                        rel=1e-6, abs=1e-7)
 
 
+@pytest.mark.slow
+def test_a_ddp_run_resumed_mid_epoch_trains_each_process_exactly_as_an_uninterrupted_one(tmp_path):
+    """Two gloo processes, score noise on, the data shuffled: stopped at step 5 of a 16-step epoch
+    and resumed, each process's losses equal the uninterrupted run's. A resumed epoch that started
+    over, or shards that moved, would replay other samples."""
+    import json
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLT5_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": str(REPO / "tests")}
+    ddp = ["--config", str(REPO / "configs/trainer/ddp_cpu.yaml"), "--data.init_args.train_samples", "64",
+           "--model.init_args.routing.router_kwargs", "{score_noise: 1.0}", "--model.init_args.optim.max_steps", "10",
+           "--trainer.callbacks+=helpers.record_groups.RecordOptimizerGroups"]
+
+    def losses(name, extra):
+        subprocess.run([*RUN, *ddp, "--trainer.callbacks.path", str(tmp_path / name), *extra],
+                       cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
+        return [dict((step, loss) for step, loss in json.loads((tmp_path / f"{name}.rank{r}").read_text())["losses"])
+                for r in (0, 1)]
+
+    straight = losses("straight", ["--trainer.max_steps", "10", "--checkpoint.dirpath", str(tmp_path / "a")])
+    losses("first", ["--trainer.max_steps", "5", "--checkpoint.dirpath", str(tmp_path / "b")])
+    assert saved_step(tmp_path / "b" / "last.ckpt") == 5
+    resumed = losses("resumed", ["--trainer.max_steps", "10", "--checkpoint.dirpath", str(tmp_path / "b"),
+                                 "--ckpt_path", "last"])
+    for rank in (0, 1):
+        assert sorted(resumed[rank]) == list(range(5, 10))
+        assert [resumed[rank][s] for s in range(5, 10)] == pytest.approx([straight[rank][s] for s in range(5, 10)],
+                                                                          rel=1e-6, abs=1e-7)
+    assert straight[0][7] != straight[1][7]  # the two processes trained on different samples
+
+
 def test_a_resume_from_the_end_of_an_epoch_trains_the_next_epoch_in_full(tmp_path):
     """8 batches an epoch, a checkpoint every 8 steps: the run is stopped at an epoch boundary."""
     import json

@@ -5,22 +5,34 @@ from typing import Iterator, Optional
 
 import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from . import _args
 
 
-class ResumableSampler(Sampler):
+class ResumableSampler(DistributedSampler):
     """A sampler whose indices for an epoch are a pure function of (seed, epoch), and which can
     skip the start of its next pass: how a resumed run continues an epoch where its checkpoint
     left it, instead of replaying the first batches. Lightning calls `set_epoch` at each epoch
     start (without it the epoch advances after every pass). `len` stays the whole epoch's, so
-    Lightning's batch counters, restored from the checkpoint, end the epoch where they should."""
+    Lightning's batch counters, restored from the checkpoint, end the epoch where they should.
 
-    def __init__(self, seed: int) -> None:
+    Under data parallelism it shards itself (`shard`): process `rank` of `num_replicas` takes every
+    num_replicas-th index of the epoch's order (padded from its start to a whole number per
+    process, as torch's DistributedSampler does). Being a DistributedSampler, Lightning does not
+    wrap it in one that knows nothing of skipping. Subclasses give `indices_for_epoch` and
+    `num_total`, the indices of one epoch across all processes."""
+
+    def __init__(self, seed: int) -> None:  # DistributedSampler's own __init__ needs a process group
         self.seed = seed
         self.epoch = 0
         self.skip = 0
+        self.num_replicas, self.rank = 1, 0
+
+    def shard(self, num_replicas: int, rank: int) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must lie in [0, num_replicas={num_replicas}), got {rank}")
+        self.num_replicas, self.rank = num_replicas, rank
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -28,11 +40,22 @@ class ResumableSampler(Sampler):
     def indices_for_epoch(self, epoch: int) -> torch.Tensor:
         raise NotImplementedError
 
+    @property
+    def num_total(self) -> int:
+        raise NotImplementedError
+
     def __iter__(self) -> Iterator[int]:
-        indices = self.indices_for_epoch(self.epoch)[self.skip:]
+        indices = self.indices_for_epoch(self.epoch)
+        if self.num_replicas > 1:
+            padded = len(self) * self.num_replicas
+            indices = torch.cat([indices, indices[: padded - len(indices)]])[self.rank::self.num_replicas]
+        indices = indices[self.skip:]
         self.skip = 0
         self.epoch += 1
         return iter(indices.tolist())
+
+    def __len__(self) -> int:
+        return -(-self.num_total // self.num_replicas)
 
 
 class EpochShuffle(ResumableSampler):
@@ -53,7 +76,8 @@ class EpochShuffle(ResumableSampler):
             torch.randperm(self.num_indices, generator=generator)
         return order
 
-    def __len__(self) -> int:
+    @property
+    def num_total(self) -> int:
         return self.num_indices
 
 
@@ -91,6 +115,7 @@ class SeededDataModule(pl.LightningDataModule):
             sampler.skip = self._samples_done_in_epoch()
             if self.trainer is not None:  # workers fetch before Lightning's set_epoch reaches them
                 sampler.set_epoch(self.trainer.current_epoch)
+                sampler.shard(self.trainer.world_size, self.trainer.global_rank)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -102,11 +127,10 @@ class SeededDataModule(pl.LightningDataModule):
 
     def _samples_done_in_epoch(self) -> int:
         """Training samples of the current epoch that a checkpoint being resumed had already trained
-        on: non-zero only while a single-process fit restarts mid-epoch (Lightning has restored its
-        counters by the time it builds the loader). Under DDP Lightning wraps the sampler in a
-        DistributedSamplerWrapper that expects whole epochs, so a resumed epoch starts over there."""
+        on, per process: non-zero only while a fit restarts mid-epoch (Lightning has restored its
+        counters by the time it builds the loader)."""
         trainer = self.trainer
-        if trainer is None or trainer.world_size > 1 or not trainer.fit_loop.restarting:
+        if trainer is None or not trainer.fit_loop.restarting:
             return 0
         progress = trainer.fit_loop.epoch_loop.batch_progress
         if progress.is_last_batch:  # saved at the end of an epoch: the next one starts afresh

@@ -92,5 +92,6 @@ class RandomWindowSampler(ResumableSampler):
         generator = torch.Generator().manual_seed(self.seed + epoch)
         return torch.randint(0, self.num_indices, (self.num_windows,), generator=generator)
 
-    def __len__(self) -> int:
+    @property
+    def num_total(self) -> int:
         return self.num_windows

@@ -6,8 +6,10 @@ new values. This callback saves the generators' states with every checkpoint and
 just before the first training batch of the resumed run. With the data order resumed by the
 DataModules' samplers, losses then match an uninterrupted run step for step on CPU.
 
-Each process restores the states that the checkpoint holds, which are rank 0's: under DDP the
-ranks' generators coincide after a resume.
+Each process restores the states that the checkpoint holds, which are rank 0's. Under DDP that is
+exact: every process is seeded alike and draws alike (the same shapes), so the processes'
+generators coincide in an uninterrupted run too (tests/test_fault_tolerance.py checks both ranks'
+losses after a resume).
 """
 from __future__ import annotations
 
