@@ -256,11 +256,6 @@ def check_model_matches_checkpoint(model_config, ckpt_path: str) -> None:
         print(f"colt5: changed from the checkpoint: {describe(accepted)}", file=sys.stderr)
 
 
-def _import(class_path: str):
-    module, _, name = class_path.rpartition(".")
-    return getattr(__import__(module, fromlist=[name]), name)
-
-
 def damaged_checkpoint(path, ex: Exception) -> str:
     first_line = (str(ex).splitlines() or [""])[0][:160]
     reason = f"{type(ex).__name__}: {first_line}" if first_line else type(ex).__name__

@@ -92,6 +92,10 @@ RECIPES = {
         [*cfg("recipes/image_feature_map/matching_marks.yaml"), "--model.init_args.dim", "16",
          "--data.init_args.image_size", "8", "--data.init_args.min_distance", "4",
          "--data.init_args.batch_size", "4", "--data.init_args.val_samples", "4"]),
+    "recipes/image_feature_map/diffusion_pathfinder.yaml": (
+        [*cfg("recipes/image_feature_map/diffusion_pathfinder.yaml"), "--model.init_args.dim", "16",
+         "--model.init_args.depth", "1", "--model.init_args.sample_steps", "2", "--model.init_args.num_samples", "2",
+         "--data.init_args.batch_size", "4", "--data.init_args.train_samples", "16", "--data.init_args.val_samples", "4"]),
     "recipes/image_feature_map/vit_pathfinder.yaml": (
         [*cfg("recipes/image_feature_map/vit_pathfinder.yaml"), "--trainer.accelerator", "cpu",
          "--model.init_args.model.init_args.dim", "32", "--model.init_args.model.init_args.depth", "1",

@@ -1,4 +1,5 @@
-"""CoLT5ImageClassifier: a routed vision transformer over a patch feature map.
+"""CoLT5ImageClassifier: a routed vision transformer over a patch feature map (its trunk,
+PatchTransformer, is shared with the diffusion denoiser).
 
 conv patch stem -> + learned 2-D positions -> N × (routed image attention, routed FF) -> LayerNorm
 -> mean over patches -> linear head. The light attention works in light_window_size ×
@@ -47,16 +48,17 @@ class RoutedImageBlock(nn.Module):
         return x.view(b, h, w, d)
 
 
-class CoLT5ImageClassifier(nn.Module):
-    """images (b, in_channels, image_size, image_size) float -> logits (b, num_classes)."""
+class PatchTransformer(nn.Module):
+    """The trunk the image models share: images (b, in_channels, image_size, image_size) -> a
+    conv patch stem, learned 2-D positions, `depth` routed (or dense) blocks and a LayerNorm,
+    giving features (b, side, side, dim) with side = image_size / patch_size. `condition`
+    (b, dim), when given, is added to every patch before each block (a diffusion step)."""
 
-    def __init__(self, image_size: int = 32, in_channels: int = 1, num_classes: int = 2, patch_size: int = 1,
-                 dim: int = 128, depth: int = 4, *, routing: Optional[RoutingConfig] = None,
-                 dense: bool = False):
+    def __init__(self, image_size: int, in_channels: int, patch_size: int, dim: int, depth: int,
+                 routing: Optional[RoutingConfig], dense: bool):
         super().__init__()
         self.image_size = _checks.positive_int("image_size", image_size)
         self.in_channels = _checks.positive_int("in_channels", in_channels)
-        self.num_classes = _checks.positive_int("num_classes", num_classes)
         self.patch_size = _checks.positive_int("patch_size", patch_size)
         _checks.positive_int("dim", dim)
         _checks.positive_int("depth", depth)
@@ -79,17 +81,35 @@ class CoLT5ImageClassifier(nn.Module):
         else:
             self.blocks = nn.ModuleList(RoutedImageBlock(dim, routing) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, num_classes)
 
-    def forward(self, images: Tensor) -> Tensor:
+    def check_images(self, images: Tensor) -> None:
         expected = (self.in_channels, self.image_size, self.image_size)
         if not isinstance(images, Tensor) or images.ndim != 4 or tuple(images.shape[1:]) != expected:
             raise ValueError(f"images must have shape (batch, {', '.join(map(str, expected))}), got "
                              f"{tuple(getattr(images, 'shape', ()))}")
         if not images.dtype.is_floating_point:
             raise ValueError(f"images must be a floating-point tensor, got {images.dtype}")
+
+    def features(self, images: Tensor, condition: Optional[Tensor] = None) -> Tensor:
+        self.check_images(images)
         x = self.stem(images).permute(0, 2, 3, 1) + self.pos_emb  # (b, side, side, dim)
         b, h, w, d = x.shape
         for block in self.blocks:
+            if condition is not None:
+                x = x + condition.view(b, 1, 1, d).to(x.dtype)
             x = block(x.reshape(b, h * w, d)).view(b, h, w, d) if self.dense else block(x)
-        return self.head(self.norm(x).mean(dim=(1, 2)))
+        return self.norm(x)
+
+
+class CoLT5ImageClassifier(PatchTransformer):
+    """images (b, in_channels, image_size, image_size) float -> logits (b, num_classes)."""
+
+    def __init__(self, image_size: int = 32, in_channels: int = 1, num_classes: int = 2, patch_size: int = 1,
+                 dim: int = 128, depth: int = 4, *, routing: Optional[RoutingConfig] = None,
+                 dense: bool = False):
+        super().__init__(image_size, in_channels, patch_size, dim, depth, routing, dense)
+        self.num_classes = _checks.positive_int("num_classes", num_classes)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.features(images).mean(dim=(1, 2)))
