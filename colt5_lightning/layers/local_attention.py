@@ -25,10 +25,14 @@ def _look_around(blocks: Tensor, offsets, fill) -> Tensor:
     """
     b, nw, w = blocks.shape[:3]
     rest = blocks.shape[3:]
+    if tuple(offsets) != tuple(range(offsets[0], offsets[0] - len(offsets), -1)):
+        raise ValueError(f"offsets must descend by one (look_around_blocks gives them), got {offsets}")
     before, after = max(max(offsets), 0), max(-min(offsets), 0)  # fill blocks at each end
     padded = F.pad(blocks.reshape(b, nw * w, -1), (0, 0, before * w, after * w), value=fill)
-    starts = (torch.arange(nw, device=blocks.device).view(nw, 1) + before
-              - torch.tensor(offsets, device=blocks.device)) * w
+    # offsets as offsets[0] - arange: built on the device, where torch.tensor(offsets) would copy
+    # from the host at every call
+    offset = offsets[0] - torch.arange(len(offsets), device=blocks.device)
+    starts = (torch.arange(nw, device=blocks.device).view(nw, 1) + before - offset) * w
     index = (starts.view(nw, len(offsets), 1) + torch.arange(w, device=blocks.device)).reshape(-1)
     return padded.index_select(1, index).view(b, nw, len(offsets) * w, *rest)
 
