@@ -33,6 +33,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 from . import entry
 from .config_files import ConfigFileError, expand_base_configs
 from .training import LastCheckpoint, NonFiniteGuard, RandomStateCheckpoint, RouterMonitor
+from .training.checkpoint import PREVIOUS, resumable_checkpoint
 from .training.progress import ParamsModelSummary, StepsProgressBar
 from .training.resume import describe, setting_differences, split_changes
 from .training.run_dirs import (ENV as RUN_DIR_ENV, LAST, RunDirError, claim_run_dir, find_checkpoint,
@@ -117,11 +118,18 @@ class CoLT5CLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config  # linked in parse_arguments
+        given = config.get("ckpt_path")
         try:
             place_run(config)
         except RunDirError as ex:
             fail(str(ex))
         ckpt_path = config.get("ckpt_path")
+        if given == "last" and ckpt_path != "last":  # resolved to a run's last.ckpt: if damaged, the one before
+            chosen, problem = resumable_checkpoint(ckpt_path)
+            if chosen != ckpt_path:
+                print(f"colt5: {ckpt_path} cannot be read ({type(problem).__name__}); resuming from {chosen}, "
+                      "the checkpoint it replaced", file=sys.stderr)
+                config["ckpt_path"] = ckpt_path = chosen
         if ckpt_path and ckpt_path != "last" and os.path.isfile(ckpt_path):  # given, or `last` resolved
             check_model_matches_checkpoint(config["model"], ckpt_path)
 
@@ -259,8 +267,11 @@ def check_model_matches_checkpoint(model_config, ckpt_path: str) -> None:
 def damaged_checkpoint(path, ex: Exception) -> str:
     first_line = (str(ex).splitlines() or [""])[0][:160]
     reason = f"{type(ex).__name__}: {first_line}" if first_line else type(ex).__name__
+    previous = Path(path).parent / PREVIOUS
+    other = (f"e.g. {previous}, the checkpoint it replaced," if previous.is_file() and previous != Path(path)
+             else "another one")
     return (f"cannot resume from {path}: the file is damaged or not a checkpoint ({reason}). "
-            "Delete it to start afresh, or pass another one with --ckpt_path")
+            f"Delete it to start afresh, or pass {other} with --ckpt_path")
 
 
 def fail(message: str) -> None:

@@ -89,7 +89,7 @@ def test_a_signalled_run_saves_its_step_exits_non_zero_and_resumes(tmp_path, sig
     assert proc.returncode == code, stderr.decode()[-2000:]
     step = saved_step(ckpt / "last.ckpt")
     assert step >= periodic  # saved when the signal was handled, not only at the last multiple of 5
-    assert sorted(p.name for p in ckpt.iterdir()) == ["last.ckpt"]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["last.ckpt", "previous.ckpt"]  # no half-written file
     rerun = subprocess.run([*RUN, "--trainer.max_steps", str(step + 2), "--checkpoint.dirpath", str(ckpt),
                             "--ckpt_path", "last"], cwd=tmp_path, env=env, capture_output=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
@@ -115,8 +115,8 @@ def test_a_rerun_overwrites_last_ckpt_instead_of_writing_a_versioned_copy(tmp_pa
     ckpt = tmp_path / "ckpt"
     cli(RUN[3:] + ["--trainer.max_steps", "3", "--checkpoint.dirpath", str(ckpt)])
     cli(RUN[3:] + ["--trainer.max_steps", "4", "--checkpoint.dirpath", str(ckpt)])
-    assert sorted(p.name for p in ckpt.iterdir()) == ["last.ckpt"]
-    assert saved_step(ckpt / "last.ckpt") == 4
+    assert sorted(p.name for p in ckpt.iterdir()) == ["last.ckpt", "previous.ckpt"]  # no last-v1.ckpt
+    assert saved_step(ckpt / "last.ckpt") == 4 and saved_step(ckpt / "previous.ckpt") == 3
 
 
 def test_a_save_that_dies_mid_write_leaves_the_previous_checkpoint_whole(tmp_path):
@@ -281,6 +281,37 @@ def test_resuming_from_a_damaged_checkpoint_is_one_clear_error(tmp_path, capsys,
     err = capsys.readouterr().err
     # (the last two lines: pytest's capture can make Lightning's log handler report a closed stream above)
     assert err.strip().splitlines()[-2].startswith(f"colt5: error: cannot resume from {last}: the file is damaged")
+
+
+def test_a_damaged_last_checkpoint_resumes_from_the_one_it_replaced(tmp_path, capsys, monkeypatch):
+    from colt5_lightning.cli import cli
+    from colt5_lightning.training import LanguageModelModule
+    ckpt = tmp_path / "ckpt"
+    cli(RUN[3:] + ["--trainer.max_steps", "7", "--checkpoint.dirpath", str(ckpt)])  # saves at 5, then 7
+    assert saved_step(ckpt / "previous.ckpt") == 5
+    last = ckpt / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:3000])  # truncated, e.g. by a copy that ran out of disk
+    capsys.readouterr()
+    steps = []
+    original = LanguageModelModule.training_step
+    monkeypatch.setattr(LanguageModelModule, "training_step",
+                        lambda self, *a, **k: steps.append(self.global_step) or original(self, *a, **k))
+    cli(RUN[3:] + ["--trainer.max_steps", "9", "--checkpoint.dirpath", str(ckpt), "--ckpt_path", "last"])
+    assert f"colt5: {last} cannot be read (RuntimeError); resuming from {ckpt / 'previous.ckpt'}" in capsys.readouterr().err
+    assert steps == [5, 6, 7, 8]
+    assert saved_step(last) == 9
+
+
+def test_a_damaged_checkpoint_named_on_the_command_line_is_an_error_that_names_the_previous_one(tmp_path, capsys):
+    from colt5_lightning.cli import cli
+    ckpt = tmp_path / "ckpt"
+    cli(RUN[3:] + ["--trainer.max_steps", "7", "--checkpoint.dirpath", str(ckpt)])
+    last = ckpt / "last.ckpt"
+    last.write_bytes(b"")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli(RUN[3:] + ["--trainer.max_steps", "9", "--checkpoint.dirpath", str(ckpt), "--ckpt_path", str(last)])
+    assert f"pass e.g. {ckpt / 'previous.ckpt'}, the checkpoint it replaced, with --ckpt_path" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("ckpt_path", ["last", "explicit"])

@@ -7,13 +7,21 @@ On top of Lightning's ModelCheckpoint it
 - rewrites last.ckpt at the end of training when the last periodic save is older than the
   final step (Lightning skips it: a run stopped by max_time ended 77 steps behind);
 - saves on SIGTERM, SIGINT and other exceptions, but never over the last good checkpoint when
-  training stopped because its loss or weights went non-finite.
+  training stopped because its loss or weights went non-finite;
+- with keep_previous (the default), keeps the checkpoint a save replaces as previous.ckpt beside
+  it (a hard link, then an atomic rename: both names always hold whole checkpoints), so a
+  last.ckpt damaged from outside the kit still leaves one to resume from (see
+  `resumable_checkpoint`).
 """
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 import uuid
+from typing import Optional, Tuple
+
+import torch
 
 import lightning.pytorch as pl
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
@@ -27,10 +35,18 @@ class CheckpointDirError(OSError):
     """The checkpoint folder cannot be created or written."""
 
 
+PREVIOUS = "previous.ckpt"
+
+
 class LastCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint with the guarantees listed in the module docstring."""
+    """ModelCheckpoint with the guarantees listed in the module docstring. keep_previous: keep the
+    checkpoint each save replaces as previous.ckpt in the same folder (twice the disk)."""
 
     PARTIAL_SUFFIX = ".partial"
+
+    def __init__(self, *args, keep_previous: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.keep_previous = bool(keep_previous)
 
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -54,6 +70,8 @@ class LastCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             if os.path.isdir(partial) and os.path.isdir(filepath):  # a sharded checkpoint is a folder
                 shutil.rmtree(filepath)
+            elif self.keep_previous and os.path.isfile(filepath):
+                keep_as_previous(filepath)
             os.replace(partial, filepath)
         trainer.strategy.barrier("LastCheckpoint.rename")
         self._last_checkpoint_saved = filepath
@@ -90,3 +108,38 @@ def check_writable(dirpath: str) -> None:
     except OSError as ex:
         raise CheckpointDirError(f"checkpoint.dirpath {dirpath!r} cannot be written ({ex.strerror or ex}); "
                                  "pass a writable folder with --checkpoint.dirpath") from ex
+
+
+def keep_as_previous(filepath: str) -> None:
+    """Makes previous.ckpt (beside filepath) the checkpoint filepath holds now, without a moment in
+    which either name is missing or half written: a hard link under a temporary name, renamed over
+    previous.ckpt. Where hard links are not supported, nothing is kept."""
+    previous = os.path.join(os.path.dirname(filepath), PREVIOUS)
+    staging = f"{previous}.{uuid.uuid4().hex}.partial"
+    try:
+        os.link(filepath, staging)
+        os.replace(staging, previous)
+    except OSError:
+        if os.path.exists(staging):
+            os.remove(staging)
+
+
+def readable(path: str) -> Optional[Exception]:
+    """None when `path` loads as a checkpoint, else the error that loading it raised."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, pickle.UnpicklingError) as ex:
+        return ex
+    return None
+
+
+def resumable_checkpoint(last: str) -> Tuple[str, Optional[Exception]]:
+    """(the file to resume from, the error that ruled out last.ckpt or None): last.ckpt when it
+    loads, else previous.ckpt beside it when that one loads, else last.ckpt and its error."""
+    problem = readable(last)
+    if problem is None:
+        return last, None
+    previous = os.path.join(os.path.dirname(last), PREVIOUS)
+    if os.path.isfile(previous) and readable(previous) is None:
+        return previous, problem
+    return last, problem
