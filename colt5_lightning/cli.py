@@ -55,6 +55,24 @@ OTHER_COMMANDS = ("Other commands, each with --help: "
                   + ". A first run: `colt5 fit --config recipes/language_modeling/cpu.yaml`.")
 
 
+SUBCOMMAND_GUIDE = """A run is a recipe (YAML) plus the changes you give on the command line:
+
+  colt5 {name} --config recipes/language_modeling/cpu.yaml --model.init_args.optim.lr 5e-4
+
+The sections, each settable in YAML or as --section.key VALUE:
+  trainer      Lightning's Trainer (max_steps, precision, devices, default_root_dir, ...)
+  model        the LightningModule; its routed-block settings are one `routing:` block and its
+               optimiser one `optim:` block, each field described by
+               colt5 {name} --model.help colt5_lightning.training.LanguageModelModule
+               (or SequenceClassificationModule, ImageClassificationModule, DiffusionModule)
+  data         the DataModule: colt5 {name} --data.help colt5_lightning.data.PasskeyDataModule
+  checkpoint   last.ckpt: every_n_train_steps, dirpath, keep_previous
+  ckpt_path    a checkpoint, a run folder or `last` (the newest run's last.ckpt) to resume from
+  --print_config   the resolved config of a recipe, as it will run
+
+Every option follows."""
+
+
 class CoLT5CLI(LightningCLI):
     """LightningCLI with omegaconf interpolation, a last.ckpt-keeping checkpoint, the router
     monitor, and the model's data-dependent sizes filled in from the DataModule."""
@@ -64,6 +82,12 @@ class CoLT5CLI(LightningCLI):
         self.parser.description = ("colt5: train and use CoLT5 conditionally routed transformers "
                                    "(Lightning's fit / validate / test / predict).")
         self.parser.epilog = OTHER_COMMANDS
+        for name, subparser in getattr(self, "_subcommand_parsers", {}).items():
+            subparser.usage = f"colt5 {name} [-c RECIPE.yaml [-c MORE.yaml ...]] [--section.key VALUE ...]"
+            subparser.description = SUBCOMMAND_GUIDE.format(name=name)
+            # the guide's lines as written (argparse would reflow them into one paragraph)
+            subparser.formatter_class = type("GuideFormatter", (argparse.RawDescriptionHelpFormatter,
+                                                                subparser.formatter_class), {})
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(LastCheckpoint, "checkpoint")

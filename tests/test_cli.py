@@ -430,6 +430,19 @@ def test_fit_help_is_answered_from_the_cache_the_first_call_built_without_import
     assert second.stdout == first.stdout and "--model.help" in second.stdout
 
 
+@pytest.mark.parametrize("command", ["fit", "validate"])
+def test_subcommand_help_starts_with_a_short_usage_and_a_guide_to_the_sections(command, capsys):
+    from colt5_lightning.entry import main as entry_main
+    with pytest.raises(SystemExit):
+        entry_main([command, "--help"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"usage: colt5 {command} [-c RECIPE.yaml [-c MORE.yaml ...]] [--section.key VALUE ...]"
+    guide = "\n".join(lines[:20])
+    for section in ("trainer", "model", "data", "checkpoint", "ckpt_path"):
+        assert f"\n  {section} " in guide
+    assert f"colt5 {command} --model.help colt5_lightning.training.LanguageModelModule" in guide
+
+
 def test_the_help_cache_key_changes_with_the_sources_and_the_terminal_width(monkeypatch):
     from colt5_lightning import help_cache
     key = help_cache.cache_file(["fit", "--help"])
