@@ -453,8 +453,9 @@ def test_the_help_cache_key_changes_with_the_sources_and_the_terminal_width(monk
     assert help_cache.cache_file(["fit", "--help"]) != key
 
 
-def test_a_help_call_that_fails_is_not_cached(tmp_path, capsys):
+def test_a_help_call_that_fails_is_not_cached(tmp_path, capsys, monkeypatch):
     from colt5_lightning import help_cache
+    monkeypatch.setenv("COLT5_CACHE_DIR", str(tmp_path))  # a cache that no other test has filled
 
     def broken(argv):
         print("half a help")
