@@ -43,6 +43,15 @@ def loss_guided_routing_loss(scores: Tensor, token_loss: Tensor, scored: Tensor,
     return (per_sample * has_target).sum() / has_target.sum().clamp(min=1)
 
 
+def route_supervision_loss(scores: list, route_mask: Tensor, mask=None) -> Tensor:
+    """Mean over routers of loss_guided_routing_loss with the target spread evenly over the
+    route_mask (b, n) tokens: each router is taught to score the tokens that hold the evidence
+    above the rest."""
+    valid = torch.ones_like(route_mask, dtype=torch.bool) if mask is None else mask.bool()
+    zeros = torch.zeros(route_mask.shape, device=route_mask.device)
+    return torch.stack([loss_guided_routing_loss(s, zeros, route_mask.bool(), valid) for s in scores]).mean()
+
+
 def is_memory_router(name: str) -> bool:
     return name.endswith("kv_router")
 
@@ -63,6 +72,8 @@ def recording_router_scores(model: nn.Module) -> Iterator[RecordedScores]:
 
     def hook(into: List[Tensor]):
         def record(router, args, kwargs, _output):
+            if router.routing_tokens is None:  # routing tokens passed in (learned_routing_tokens): not trained here
+                return
             x = (args[0] if args else kwargs["x"]).detach()
             into.append(F.linear(x.float(), router.routing_tokens.float()).transpose(1, 2))
         return record

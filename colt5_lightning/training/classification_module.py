@@ -14,6 +14,7 @@ passkey digits) is scored per readout in */acc and per sample in */exact_acc (al
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import asdict
 from typing import Optional, Tuple
 
@@ -24,10 +25,12 @@ from torch import nn
 from torchmetrics import Accuracy
 from torchmetrics.aggregation import MeanMetric
 
+from .. import _checks
 from ..models import CoLT5ImageClassifier, CoLT5SequenceClassifier, RoutingConfig
 from .compile import attach_compiled
 from .optim import OptimConfig, configure_adamw, no_weight_decay_names
 from .oracle import oracle_for
+from ..routing.loss_guidance import RecordedScores, recording_router_scores, route_supervision_loss
 
 
 class ClassificationModule(pl.LightningModule):
@@ -35,10 +38,10 @@ class ClassificationModule(pl.LightningModule):
     oracle_routing=True routes each batch's "route_mask" tokens by hand (a diagnostic)."""
 
     # settings a run started from a checkpoint may change (training.resume): the rest define the model
-    settings_a_resume_may_change = ("optim", "compile", "oracle_routing")
+    settings_a_resume_may_change = ("optim", "compile", "oracle_routing", "route_supervision")
 
     def __init__(self, model: nn.Module, num_classes: int, optim: OptimConfig = OptimConfig(),
-                 oracle_routing: bool = False, compile: str = "off"):
+                 oracle_routing: bool = False, compile: str = "off", route_supervision: float = 0.0):
         super().__init__()
         self.optim = OptimConfig.of(optim)
         optim = asdict(self.optim)  # plain data: checkpoints load with weights_only
@@ -48,6 +51,7 @@ class ClassificationModule(pl.LightningModule):
         self.no_decay_names = no_weight_decay_names(model)  # decided before any strategy wraps the model
         attach_compiled(self, model, compile)
         self.oracle_routing = bool(oracle_routing)
+        self.route_supervision = _checks.non_negative_number("route_supervision", route_supervision)
         self.train_acc = Accuracy(task="multiclass", num_classes=num_classes)
         self.val_acc = Accuracy(task="multiclass", num_classes=num_classes)
         self.test_acc = Accuracy(task="multiclass", num_classes=num_classes)
@@ -62,11 +66,22 @@ class ClassificationModule(pl.LightningModule):
 
     def _step(self, batch: dict) -> Tuple[torch.Tensor, torch.Tensor]:
         """Loss and logits in torchmetrics' layout: (B, C), or (B, C, R) for R readouts."""
-        with oracle_for(self.model, batch, self.oracle_routing):
+        supervised = self.training and self.route_supervision > 0
+        if supervised and "route_mask" not in batch:
+            raise ValueError("route_supervision needs batches with a 'route_mask' (the tokens that hold the "
+                             "evidence, as MatchingMarksDataModule and PasskeyReadoutDataModule give)")
+        recorder = recording_router_scores(self.model) if supervised else nullcontext(RecordedScores())
+        with oracle_for(self.model, batch, self.oracle_routing), recorder as router_scores:
             logits = self(batch["inputs"], batch.get("mask"))
         if logits.ndim == 3:
             logits = logits.transpose(1, 2)
-        return F.cross_entropy(logits.float(), batch["label"]), logits
+        loss = F.cross_entropy(logits.float(), batch["label"])
+        scores = router_scores.readers + router_scores.memories
+        if scores:
+            supervision = route_supervision_loss(scores, batch["route_mask"], batch.get("mask"))
+            self.log("train/route_supervision", supervision, on_step=True, on_epoch=False)
+            loss = loss + self.route_supervision * supervision
+        return loss, logits
 
     @staticmethod
     def _exact(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -132,6 +147,8 @@ class SequenceClassificationModule(ClassificationModule):
         positions: the learned position table indexed from the "start" or the "end", or "none".
         optim: AdamW and its schedule (OptimConfig), one `optim:` block.
         oracle_routing: route each batch's "route_mask" tokens by hand (a diagnostic).
+        route_supervision: weight of a loss that trains every router to score the batch's
+            "route_mask" tokens highest (supervised routing: the routers still route by themselves).
         compile: torch.compile the model's forward: off, default, reduce-overhead (CUDA graphs),
             max-autotune, or aot_eager (a quick check that it compiles).
     """
@@ -139,12 +156,13 @@ class SequenceClassificationModule(ClassificationModule):
     def __init__(self, vocab_size: int, num_classes: int, max_seq_len: int = 2048, dim: int = 256,
                  depth: int = 4, routing: RoutingConfig = RoutingConfig(), dense: bool = False,
                  num_readout: int = 0, positions: str = "start", optim: OptimConfig = OptimConfig(),
-                 oracle_routing: bool = False, compile: str = "off"):
+                 oracle_routing: bool = False, compile: str = "off", route_supervision: float = 0.0):
         config = RoutingConfig.of(routing)
         routing, optim = asdict(config), asdict(OptimConfig.of(optim))  # plain data in the hyper-parameters
         model = CoLT5SequenceClassifier(vocab_size, num_classes, max_seq_len, dim, depth, routing=config,
                                         dense=dense, num_readout=num_readout, positions=positions)
-        super().__init__(model, num_classes, optim=optim, oracle_routing=oracle_routing, compile=compile)
+        super().__init__(model, num_classes, optim=optim, oracle_routing=oracle_routing, compile=compile,
+                         route_supervision=route_supervision)
 
 
 class ImageClassificationModule(ClassificationModule):
@@ -163,15 +181,19 @@ class ImageClassificationModule(ClassificationModule):
         optim: AdamW and its schedule (OptimConfig), one `optim:` block.
         oracle_routing: route each batch's "route_mask" pixels by hand (a diagnostic; with patch_size 1,
             as MatchingMarksDataModule gives them).
+        route_supervision: weight of a loss that trains every router to score the batch's
+            "route_mask" pixels highest (supervised routing: the routers still route by themselves).
         compile: torch.compile the model's forward: off, default, reduce-overhead (CUDA graphs),
             max-autotune, or aot_eager (a quick check that it compiles).
     """
 
     def __init__(self, image_size: int = 32, in_channels: int = 1, num_classes: int = 2, patch_size: int = 1,
                  dim: int = 128, depth: int = 4, routing: RoutingConfig = RoutingConfig(), dense: bool = False,
-                 optim: OptimConfig = OptimConfig(), oracle_routing: bool = False, compile: str = "off"):
+                 optim: OptimConfig = OptimConfig(), oracle_routing: bool = False, compile: str = "off",
+                 route_supervision: float = 0.0):
         config = RoutingConfig.of(routing)
         routing, optim = asdict(config), asdict(OptimConfig.of(optim))  # plain data in the hyper-parameters
         model = CoLT5ImageClassifier(image_size, in_channels, num_classes, patch_size, dim, depth,
                                      routing=config, dense=dense)
-        super().__init__(model, num_classes, optim=optim, oracle_routing=oracle_routing, compile=compile)
+        super().__init__(model, num_classes, optim=optim, oracle_routing=oracle_routing, compile=compile,
+                         route_supervision=route_supervision)
