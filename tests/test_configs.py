@@ -48,6 +48,7 @@ STACKS = {
     "configs/trainer/gpu_fp16.yaml": (["configs/model/lm/tiny.yaml", LM_DATA], []),
     "configs/trainer/multinode.yaml": (["configs/model/lm/tiny.yaml", LM_DATA, "configs/trainer/ddp.yaml"], []),
     # recipes: complete, each alone (the GPU LM recipes pull in their presets through base_configs)
+    "recipes/image_feature_map/diffusion_pathfinder.yaml": ([], []),
     "recipes/image_feature_map/matching_marks.yaml": ([], []),
     "recipes/image_feature_map/pathfinder.yaml": ([], []),
     "recipes/image_feature_map/vit_pathfinder.yaml": ([], []),
