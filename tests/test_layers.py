@@ -516,3 +516,48 @@ def test_rotary_scores_depend_on_the_distance_only():
     q, k = torch.randn(8), torch.randn(8)
     score = lambda i, j: (rotary.at(q, torch.tensor(float(i))) * rotary.at(k, torch.tensor(float(j)))).sum()  # noqa: E731
     torch.testing.assert_close(score(5, 2), score(103, 100))
+
+
+# ---------------------------------------------------------------- FlexAttention light kernel
+
+
+@pytest.mark.filterwarnings("ignore:.*flex_attention.*:UserWarning")
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("position", ["none", "relative", "rotary"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_the_flex_light_kernel_computes_the_blocked_kernels_window(causal, position, masked):
+    """FlexAttention's block mask (the CUDA path) against the blocked SDPA kernel, forward on the
+    CPU, where FlexAttention runs uncompiled (and has no backward)."""
+    from colt5_lightning.layers.local_attention import LocalAttention
+    torch.manual_seed(0)
+    attention = LocalAttention(32, heads=2, dim_head=8, window_size=8, causal=causal, position=position)
+    if position == "relative":
+        torch.nn.init.normal_(attention.relative_bias.table, std=0.1)
+    x = torch.randn(2, 37, 32)  # not a multiple of the block: the blocked kernel pads
+    mask = torch.rand(2, 37) > 0.3 if masked else None
+    with torch.no_grad():
+        blocked = attention(x, mask)
+        attention.kernel = "flex"
+        torch.testing.assert_close(attention(x, mask), blocked, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("causal", [False, True])
+def test_on_cuda_the_light_branch_takes_flex_attention_with_the_blocked_kernels_outputs_and_gradients(causal):
+    from colt5_lightning.layers.local_attention import LocalAttention
+    torch.manual_seed(0)
+    attention = LocalAttention(64, heads=4, dim_head=16, window_size=128, causal=causal,
+                               position="relative").cuda()
+    torch.nn.init.normal_(attention.relative_bias.table, std=0.1)
+    x = torch.randn(2, 1000, 64, device="cuda", requires_grad=True)
+    mask = torch.rand(2, 1000, device="cuda") > 0.2
+    outputs, grads = [], []
+    for kernel in ("auto", "blocked"):
+        attention.kernel = kernel
+        out = attention(x, mask)
+        (gx,) = torch.autograd.grad(out.square().sum(), x)
+        outputs.append(out)
+        grads.append(gx)
+    torch.testing.assert_close(outputs[0], outputs[1], atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(grads[0], grads[1], atol=2e-3, rtol=2e-3)

@@ -1,7 +1,8 @@
-"""Light-branch attention: blocked local attention over a sequence, and 2-D window attention
-over a feature map, both through torch.nn.functional.scaled_dot_product_attention."""
+"""Light-branch attention: an exact sliding window over a sequence (blocked SDPA, or FlexAttention
+with a block mask on CUDA), and 2-D window attention over a feature map."""
 from __future__ import annotations
 
+import warnings
 from functools import partial
 from typing import Optional
 
@@ -86,6 +87,47 @@ def blocked_local_attention(q: Tensor, k: Tensor, v: Tensor, *, block: int, reac
     return out.transpose(1, 2).reshape(b, nw * block, h, d)[:, :n]
 
 
+LIGHT_KERNELS = ("auto", "blocked", "flex")
+_compiled_flex = None
+
+
+def flex_local_attention(q: Tensor, k: Tensor, v: Tensor, *, reach_back: int, reach_forward: int,
+                         key_mask: Optional[Tensor] = None, relative_table: Optional[Tensor] = None,
+                         compiled: bool = False) -> Tensor:
+    """blocked_local_attention's result through FlexAttention: the same exact window (query t sees
+    keys t - reach_back .. t + reach_forward, masked keys excepted, itself always) as a sparse block
+    mask, so only the tiles near the diagonal are computed. relative_table (h, reach_back +
+    reach_forward + 1) is a logit bias per head and key offset (RelativePositionBias's, scaled).
+    compiled: run torch.compile'd flex_attention (its fused kernel, on CUDA); uncompiled it is a
+    reference implementation, fine for checking the mask on a CPU."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    global _compiled_flex
+    b, n, h, d = q.shape
+
+    def window(batch, head, q_idx, kv_idx):
+        inside = (kv_idx - q_idx >= -reach_back) & (kv_idx - q_idx <= reach_forward)
+        if key_mask is None:
+            return inside
+        return inside & (key_mask[batch, kv_idx] | (kv_idx == q_idx))
+
+    block_mask = create_block_mask(window, b if key_mask is not None else None, None, n, n, device=q.device)
+    score_mod = None
+    if relative_table is not None:
+        table = relative_table.to(q.dtype)
+
+        def score_mod(score, batch, head, q_idx, kv_idx):
+            offset = (kv_idx - q_idx + reach_back).clamp(0, reach_back + reach_forward)
+            return score + table[head, offset]
+
+    attend = flex_attention
+    if compiled:
+        _compiled_flex = _compiled_flex or torch.compile(flex_attention)
+        attend = _compiled_flex
+    out = attend(*(t.transpose(1, 2) for t in (q, k, v)), score_mod=score_mod, block_mask=block_mask)
+    return out.transpose(1, 2)
+
+
 def key_offsets(block: int, neighbours: tuple, device=None) -> Tensor:
     """(block, len(neighbours)·block) long: for each query of a block and each looked-around key
     slot, the key's position minus the query's."""
@@ -159,9 +201,11 @@ class LocalAttention(nn.Module):
     logit bias per head and offset)."""
 
     def __init__(self, dim: int, *, heads: int, dim_head: int, window_size: int, causal: bool = False,
-                 checkpoint: bool = False, position: str = "none"):
+                 checkpoint: bool = False, position: str = "none", kernel: str = "auto"):
         super().__init__()
         self.checkpoint = checkpoint
+        # auto: FlexAttention's compiled block-sparse kernel on CUDA, the blocked SDPA kernel elsewhere
+        self.kernel = _checks.one_of("kernel", kernel, LIGHT_KERNELS)
         self.heads = _checks.positive_int("light_heads", heads)
         self.dim_head = _checks.positive_int("light_dim_head", dim_head)
         self.window_size = _checks.positive_int("light_window_size", window_size)
@@ -180,13 +224,26 @@ class LocalAttention(nn.Module):
         q, k, v = self.to_qkv(x).view(b, n, 3, self.heads, self.dim_head).unbind(2)
         if self.rotary is not None:
             q, k = self.rotary(q, k)
-        bias = None if self.relative_bias is None else self.relative_bias()
-        attend = partial(blocked_local_attention, block=self.block_size, reach_back=self.reach[0],
-                         reach_forward=self.reach[1], key_mask=mask, bias=bias)
-        if self.checkpoint and torch.is_grad_enabled():
-            out = torch.utils.checkpoint.checkpoint(attend, q, k, v, use_reentrant=False)
+        if self.kernel == "flex" or (self.kernel == "auto" and q.is_cuda):
+            table = None if self.relative_bias is None else self.relative_bias.scale * self.relative_bias.table
+            attend = partial(flex_local_attention, reach_back=self.reach[0], reach_forward=self.reach[1],
+                             key_mask=mask, relative_table=table, compiled=q.is_cuda)
         else:
-            out = attend(q, k, v)
+            bias = None if self.relative_bias is None else self.relative_bias()
+            attend = partial(blocked_local_attention, block=self.block_size, reach_back=self.reach[0],
+                             reach_forward=self.reach[1], key_mask=mask, bias=bias)
+        try:
+            if self.checkpoint and torch.is_grad_enabled():
+                out = torch.utils.checkpoint.checkpoint(attend, q, k, v, use_reentrant=False)
+            else:
+                out = attend(q, k, v)
+        except Exception as ex:  # noqa: BLE001 - the CUDA FlexAttention path has not run on every GPU
+            if self.kernel != "auto" or not q.is_cuda:
+                raise
+            warnings.warn(f"FlexAttention failed for the light branch ({type(ex).__name__}: {str(ex)[:200]}); "
+                          "using the blocked SDPA kernel from now on", RuntimeWarning, stacklevel=2)
+            self.kernel = "blocked"
+            return self.forward(x, mask)
         return self.to_out(out.reshape(b, n, -1))
 
 
