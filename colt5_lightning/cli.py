@@ -24,7 +24,7 @@ from typing import List, Optional
 import lightning.pytorch as pl
 import torch
 import yaml
-from jsonargparse import Namespace
+from jsonargparse import DefaultHelpFormatter, Namespace
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -73,6 +73,11 @@ The sections, each settable in YAML or as --section.key VALUE:
 Every option follows."""
 
 
+class GuideFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help, with the description's lines kept as written (argparse would reflow the
+    guide into one paragraph). A module-level class: DDP's spawned processes unpickle the parser."""
+
+
 class CoLT5CLI(LightningCLI):
     """LightningCLI with omegaconf interpolation, a last.ckpt-keeping checkpoint, the router
     monitor, and the model's data-dependent sizes filled in from the DataModule."""
@@ -85,9 +90,8 @@ class CoLT5CLI(LightningCLI):
         for name, subparser in getattr(self, "_subcommand_parsers", {}).items():
             subparser.usage = f"colt5 {name} [-c RECIPE.yaml [-c MORE.yaml ...]] [--section.key VALUE ...]"
             subparser.description = SUBCOMMAND_GUIDE.format(name=name)
-            # the guide's lines as written (argparse would reflow them into one paragraph)
-            subparser.formatter_class = type("GuideFormatter", (argparse.RawDescriptionHelpFormatter,
-                                                                subparser.formatter_class), {})
+            if issubclass(GuideFormatter, subparser.formatter_class):
+                subparser.formatter_class = GuideFormatter
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(LastCheckpoint, "checkpoint")
