@@ -46,9 +46,9 @@ class ResumableSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[int]:
         indices = self.indices_for_epoch(self.epoch)
-        if self.num_replicas > 1:
-            padded = len(self) * self.num_replicas
-            indices = torch.cat([indices, indices[: padded - len(indices)]])[self.rank::self.num_replicas]
+        if self.num_replicas > 1 and len(indices):
+            padded = len(self) * self.num_replicas  # repeated from the start, as often as it takes
+            indices = indices.repeat(-(-padded // len(indices)))[:padded][self.rank::self.num_replicas]
         indices = indices[self.skip:]
         self.skip = 0
         self.epoch += 1
