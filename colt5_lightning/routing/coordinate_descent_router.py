@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .. import _checks
 from .gather import gather_tokens
-from .router import Router
+from .router import Router, from_blocks, to_blocks, whole_blocks
 
 RouterReturn = namedtuple("RouterReturn", ["indices", "scores", "routed_tokens", "routed_mask"])
 
@@ -85,25 +85,16 @@ class CoordinateDescentRouter(Router):
 
     def _select_in_blocks(self, scores: Tensor, k: int, valid: Optional[Tensor]) -> tuple:
         """_select within each whole block of route_block_size tokens, ⌈k / blocks⌉ per block."""
-        b, r, n = scores.shape
         size = self.route_block_size
-        blocks = n // size
-        per_block = -(-k // max(blocks, 1))
-        if blocks == 0 or per_block > size:
-            raise ValueError(f"route_block_size {size} cannot route num_tokens {k} of {n} tokens: "
-                             f"{max(blocks, 1)} whole block(s) of {size} would each route {per_block}")
-
-        def blocked(t: Tensor) -> Tensor:  # (b, r, n) -> (b·blocks, r, size)
-            return t[..., :blocks * size].unflatten(-1, (blocks, size)).transpose(1, 2).flatten(0, 1)
-
-        def joined(t: Tensor) -> Tensor:  # (b·blocks, r, m) -> (b, r, blocks·m)
-            return t.unflatten(0, (b, blocks)).transpose(1, 2).flatten(2)
-
-        indices, selected, routed_mask = self._select(blocked(scores), per_block,
-                                                      None if valid is None else blocked(valid))
-        offsets = (torch.arange(blocks, device=scores.device) * size).view(1, blocks, 1, 1)
-        indices = (indices.unflatten(0, (b, blocks)) + offsets).transpose(1, 2).flatten(2)
-        return indices, joined(selected), None if routed_mask is None else joined(routed_mask)
+        blocks = whole_blocks(scores.shape[-1], size)
+        per_block = -(-k // blocks)
+        if per_block > size:  # the reference's top-k would fail inside the block
+            raise ValueError(f"route_block_size {size} cannot route num_tokens {k}: {blocks} whole block(s) of "
+                             f"{size} would each route {per_block}")
+        indices, selected, routed_mask = self._select(to_blocks(scores, blocks, size), per_block,
+                                                      None if valid is None else to_blocks(valid, blocks, size))
+        return (from_blocks(indices, blocks, size, positions=True), from_blocks(selected, blocks, size),
+                None if routed_mask is None else from_blocks(routed_mask, blocks, size))
 
     @staticmethod
     def route_back(src: Tensor, routed_tokens: Tensor, indices: Tensor) -> Tensor:

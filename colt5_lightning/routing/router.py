@@ -66,6 +66,27 @@ def given_routing_tokens(routing_tokens: Optional[Tensor], batch: int, num_route
     return routing_tokens
 
 
+def whole_blocks(n: int, size: int) -> int:
+    """How many whole blocks of `size` tokens route_block_size cuts n tokens into (an error if none)."""
+    if n < size:
+        raise ValueError(f"route_block_size {size} is longer than the input ({n} tokens): no block to route from")
+    return n // size
+
+
+def to_blocks(t: Tensor, blocks: int, size: int) -> Tensor:
+    """(b, r, n, ...) -> (b·blocks, r, size, ...): the whole blocks of the sequence dim folded into the batch."""
+    return t[:, :, :blocks * size].unflatten(2, (blocks, size)).transpose(1, 2).flatten(0, 1)
+
+
+def from_blocks(t: Tensor, blocks: int, size: int, positions: bool = False) -> Tensor:
+    """(b·blocks, r, m) -> (b, r, blocks·m), the inverse of to_blocks for per-slot values; with
+    positions, each block's in-block positions become positions in the sequence."""
+    t = t.unflatten(0, (-1, blocks))
+    if positions:
+        t = t + (torch.arange(blocks, device=t.device) * size).view(1, blocks, 1, 1)
+    return t.transpose(1, 2).flatten(2)
+
+
 def reference_router_keywords(over_fetch: float, fetch_k_ratio: Optional[float], cosine_sim_routing: bool,
                               cosine_sim_scale: float) -> tuple:
     """(over_fetch, cosine scale or None) from colt5-attention's router keywords: fetch_k_ratio is
@@ -196,26 +217,19 @@ class Router(nn.Module):
     def _route_in_blocks(self, x: Tensor, scores: Tensor, k: Union[int, Tensor], mask: Optional[Tensor]) -> Routing:
         """Each whole block of route_block_size tokens routes ⌈k / blocks⌉ of its own."""
         b, n, _ = x.shape
-        r, size = self.num_routing_tokens, self.route_block_size
-        blocks = n // size
-        if blocks == 0:
-            raise ValueError(f"route_block_size {size} is longer than the input ({n} tokens): no block to route from")
-        kept = blocks * size
+        size = self.route_block_size
+        blocks = whole_blocks(n, size)
         per_block = (torch.div(k + blocks - 1, blocks, rounding_mode="floor").repeat_interleave(blocks)
                      if isinstance(k, Tensor) else -(-k // blocks))
-        block_scores = scores[..., :kept].unflatten(-1, (blocks, size)).transpose(1, 2).flatten(0, 1)
-        block_mask = None if mask is None else mask[:, :kept].reshape(b * blocks, size)
-        inner = self._route(x[:, :kept].reshape(b * blocks, size, -1), block_scores, per_block, block_mask)
-
-        def joined(t: Tensor) -> Tensor:  # (b·blocks, r, m) -> (b, r, blocks·m)
-            return t.unflatten(0, (b, blocks)).transpose(1, 2).flatten(2)
-
-        offsets = (torch.arange(blocks, device=x.device) * size).view(1, blocks, 1, 1)
-        indices = (inner.indices.unflatten(0, (b, blocks)) + offsets).transpose(1, 2).flatten(2)
+        block_mask = None if mask is None else to_blocks(mask.unsqueeze(1), blocks, size)[:, 0]
+        block_x = to_blocks(x.unsqueeze(1), blocks, size)[:, 0]
+        inner = self._route(block_x, to_blocks(scores, blocks, size), per_block, block_mask)
+        indices = from_blocks(inner.indices, blocks, size, positions=True)
         all_weights = torch.zeros_like(scores)
-        all_weights[..., :kept] = joined(inner.all_weights)
-        return Routing(indices=indices, weights=joined(inner.weights), routed_mask=joined(inner.routed_mask),
-                       tokens=gather_tokens(x, indices), scores=scores, all_weights=all_weights, num_tokens=k)
+        all_weights[..., :blocks * size] = from_blocks(inner.all_weights, blocks, size)
+        return Routing(indices=indices, weights=from_blocks(inner.weights, blocks, size),
+                       routed_mask=from_blocks(inner.routed_mask, blocks, size), tokens=gather_tokens(x, indices),
+                       scores=scores, all_weights=all_weights, num_tokens=k)
 
     def _route(self, x: Tensor, scores: Tensor, k: Union[int, Tensor], mask: Optional[Tensor]) -> Routing:
         b, n, _ = x.shape
