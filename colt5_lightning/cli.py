@@ -12,7 +12,6 @@ import argparse
 import logging
 import inspect
 import os
-import pickle
 import re
 import signal
 import sys
@@ -33,7 +32,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 from . import entry
 from .config_files import ConfigFileError, expand_base_configs
 from .training import LastCheckpoint, NonFiniteGuard, RandomStateCheckpoint, RouterMonitor
-from .training.checkpoint import PREVIOUS, resumable_checkpoint
+from .training.checkpoint import PREVIOUS, READ_ERRORS, read_checkpoint, resumable_checkpoint
 from .training.progress import ParamsModelSummary, StepsProgressBar
 from .training.resume import describe, setting_differences, split_changes
 from .training.run_dirs import (ENV as RUN_DIR_ENV, LAST, RunDirError, claim_run_dir, find_checkpoint,
@@ -273,8 +272,8 @@ def check_model_matches_checkpoint(model_config, ckpt_path: str) -> None:
     router, window, width...); prints the settings it changes that a resume may change (see
     training.resume)."""
     try:
-        saved = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True).get("hyper_parameters", {})
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, pickle.UnpicklingError) as ex:
+        saved = read_checkpoint(ckpt_path).get("hyper_parameters", {})
+    except READ_ERRORS as ex:
         fail(damaged_checkpoint(ckpt_path, ex))
     class_path = model_config.get("class_path")
     if saved.get("_class_path") and class_path and saved["_class_path"] != class_path:
@@ -464,15 +463,11 @@ def resolve_checkpoint(parser: argparse.ArgumentParser, path: str) -> str:
 
 def checkpoint_hparams(parser: argparse.ArgumentParser, path: str) -> dict:
     """The hyper-parameters of a Lightning checkpoint, or a parser error saying why it can't be read."""
-    import os
-
-    import torch
-
     if not os.path.isfile(path):
         parser.error(f"no checkpoint file at {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)["hyper_parameters"]
-    except (OSError, KeyError, RuntimeError, EOFError, ValueError) as ex:  # truncated, empty, not Lightning's
+        return read_checkpoint(path)["hyper_parameters"]
+    except (*READ_ERRORS, KeyError) as ex:  # truncated, empty, not Lightning's
         parser.error(f"cannot read a Lightning checkpoint at {path} ({type(ex).__name__}: {ex})")
 
 

@@ -124,11 +124,20 @@ def keep_as_previous(filepath: str) -> None:
             os.remove(staging)
 
 
+# what torch.load raises for a truncated, empty or foreign file
+READ_ERRORS = (RuntimeError, EOFError, OSError, ValueError, AttributeError, pickle.UnpicklingError)
+
+
+def read_checkpoint(path: str) -> dict:
+    """The checkpoint at `path`, memory-mapped; raises one of READ_ERRORS when it is damaged."""
+    return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+
+
 def readable(path: str) -> Optional[Exception]:
     """None when `path` loads as a checkpoint, else the error that loading it raised."""
     try:
-        torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, pickle.UnpicklingError) as ex:
+        read_checkpoint(path)
+    except READ_ERRORS as ex:
         return ex
     return None
 
