@@ -16,6 +16,8 @@ DIM, WIN, N = 32, 16, 64  # light blocks and causal segments of WIN / 2 = 8: eig
 SEGMENT = WIN // 2
 ATTN = dict(light_dim_head=16, light_heads=2, light_window_size=WIN, heavy_dim_head=16, heavy_heads=4)
 MODULES = ("autoregressive_attention", "two_causal_blocks", "causal_feedforward")
+# the same attention modules with every position a heavy query (heavy_queries="all")
+ALL_QUERIES = ("autoregressive_attention+all_queries", "two_causal_blocks+all_queries")
 
 
 class TwoBlocks(torch.nn.Module):
@@ -33,6 +35,8 @@ class TwoBlocks(torch.nn.Module):
 
 
 def build(name, router_type, **kw):
+    if name.endswith("+all_queries"):
+        name, kw = name.split("+")[0], {**kw, "heavy_queries": "all"}
     if name == "autoregressive_attention":
         return ConditionalRoutedAutoregressiveAttention(DIM, num_heavy_tokens_q=16, num_heavy_tokens_kv=16,
                                                         router_type=router_type, **ATTN, **kw)
@@ -62,7 +66,7 @@ def assert_no_leak(module, x, t, mask=None):
 @pytest.mark.parametrize("masked", [False, True], ids=["no-mask", "padded"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("router_type", ROUTER_TYPES)
-@pytest.mark.parametrize("name", MODULES)
+@pytest.mark.parametrize("name", MODULES + ALL_QUERIES)
 def test_outputs_up_to_t_ignore_inputs_after_t(name, router_type, training, masked):
     module = build(name, router_type).train(training)
     x = torch.randn(2, N, DIM)
@@ -75,7 +79,7 @@ def test_outputs_up_to_t_ignore_inputs_after_t(name, router_type, training, mask
 
 
 @settings(max_examples=20, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), t=st.integers(0, N - 2), name=st.sampled_from(MODULES),
+@given(seed=st.integers(0, 2**31 - 1), t=st.integers(0, N - 2), name=st.sampled_from(MODULES + ALL_QUERIES),
        router_type=st.sampled_from(ROUTER_TYPES), training=st.booleans(), straight_through=st.booleans(),
        num_routed_kv=st.sampled_from([1, 2]))
 def test_no_leak_for_any_t_and_flags(seed, t, name, router_type, training, straight_through, num_routed_kv):
@@ -118,12 +122,26 @@ def test_the_heavy_branch_changes_the_output_of_routed_positions():
     torch.testing.assert_close(full[:, :SEGMENT], light_only[:, :SEGMENT])  # nothing routed in segment 0
 
 
+def test_with_all_queries_every_position_after_the_first_segment_reads_the_routed_key_values():
+    module = build("autoregressive_attention+all_queries", "coor_descent", heavy_window_size=0).eval()
+    assert module.q_router is None
+    x = torch.randn(2, N, DIM)
+    with torch.no_grad():
+        full = module(x)
+        module.heavy.kv_weight.zero_()  # routed key/values say nothing; the null key/value remains
+        null_only = module(x)
+    changed = (full - null_only).abs().amax(-1) > 0  # (b, n)
+    assert changed[:, SEGMENT:].all()
+    assert not changed[:, :SEGMENT].any()  # key/values routed in segment 0 are shown to later segments only
+
+
+@pytest.mark.parametrize("heavy_queries", ["routed", "all"])
 @pytest.mark.parametrize("router_type", ["coor_descent", "sinkhorn", "cum_softmax"])
-def test_language_model_prefix_gives_the_same_logits_as_the_full_sequence(router_type):
+def test_language_model_prefix_gives_the_same_logits_as_the_full_sequence(router_type, heavy_queries):
     from colt5_lightning.models import CoLT5LanguageModel, RoutingConfig
     routing = RoutingConfig(light_heads=2, heavy_heads=2, light_dim_head=16, heavy_dim_head=16, light_window_size=8,
                             num_heavy_attn_tokens_q=16, num_heavy_attn_tokens_kv=16, num_heavy_ff_tokens=16,
-                            router_type=router_type)
+                            router_type=router_type, heavy_queries=heavy_queries)
     model = CoLT5LanguageModel(vocab_size=32, max_seq_len=64, dim=32, depth=2, routing=routing).eval()
     ids = torch.randint(0, 32, (2, 64))
     full = model(ids)

@@ -288,6 +288,18 @@ def test_causal_router_gradient_reaches_its_routing_token():
     assert torch.isfinite(router.routing_tokens.grad).all() and router.routing_tokens.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("detach_input", [False, True], ids=["attached", "detached"])
+@pytest.mark.parametrize("make", [lambda **kw: Router(DIM, **kw).train(),
+                                  lambda **kw: causal_router(training=True, **kw)], ids=["router", "causal"])
+def test_detach_input_keeps_the_weights_gradient_off_the_scored_tokens(make, detach_input):
+    router = make(detach_input=detach_input)
+    x = torch.randn(2, 48, DIM, requires_grad=True)
+    routing = router(x, num_tokens=12)
+    routing.weights.sum().backward()  # only the weights, so x's gradient can come only through the scores
+    assert router.routing_tokens.grad.abs().sum() > 0
+    assert (x.grad is None or x.grad.abs().sum() == 0) == detach_input
+
+
 # ---------------------------------------------------------------- exploration noise and routing by hand
 
 @pytest.mark.parametrize("make", [lambda: Router(DIM), lambda: causal_router()], ids=["router", "causal"])

@@ -9,9 +9,12 @@ from torch import Tensor, nn
 
 from .. import _checks
 from ..routing import Router
+from ..routing.router import Routing
 from .heavy_attention import HeavyAttention, resolve_kv_scaling
 from .local_attention import LocalAttention
 from .routed_common import count, make_router
+
+HEAVY_QUERIES = ("routed", "all")
 
 
 class RoutedAttentionBase(nn.Module):
@@ -21,7 +24,12 @@ class RoutedAttentionBase(nn.Module):
     use_null_q_tokens=True (a learned output for the queries not routed), values-only key/value
     scaling (multiply_keys_by_score=False; kv_scaling='inputs' is the paper's keys-and-values),
     multiply_queries_by_score=False, has_light_attn=True (False: the heavy-only ablation),
-    rotary_emb=False (True: the heavy attention's queries and keys rotated by their positions)."""
+    rotary_emb=False (True: the heavy attention's queries and keys rotated by their positions).
+
+    heavy_queries: 'routed' (CoLT5: the query router picks num_heavy_tokens_q queries) or 'all'
+    (no query router: every position reads the routed key/values, so only the key/value router
+    has to find what matters; costs a heavy query and output projection per token and n × k_kv
+    attention scores, about what the light window's scores cost)."""
 
     def __init__(self, dim: int, *, num_heavy_tokens_q: int, num_heavy_tokens_kv: int,
                  num_routed_kv: int = 1, light_dim_head: int = 64, light_heads: int = 8,
@@ -32,7 +40,7 @@ class RoutedAttentionBase(nn.Module):
                  use_null_q_tokens: bool = True, has_light_attn: bool = True, rotary_emb: bool = False,
                  light_checkpoint: bool = False, causal_segment: Optional[int] = None,
                  max_seq_len: Optional[int] = None, heavy: bool = True, light_position: str = "none",
-                 use_triton: bool = False, use_flash_attn: bool = False):
+                 heavy_queries: str = "routed", use_triton: bool = False, use_flash_attn: bool = False):
         # use_triton / use_flash_attn: colt5-attention's switches for its fused kernels; here the
         # fast paths (SDPA, the compiled solver on CUDA) are always taken, so they change nothing
         super().__init__()
@@ -51,18 +59,20 @@ class RoutedAttentionBase(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.max_seq_len = max_seq_len
         self.has_heavy = bool(heavy)
+        self.heavy_queries = _checks.one_of("heavy_queries", heavy_queries, HEAVY_QUERIES)
         if not (self.has_heavy or self.has_light_attn):
             raise ValueError("heavy=False and has_light_attn=False leave the attention with no branch")
         self.null_q_token = None
         if not self.has_heavy:  # the light-only ablation: no heavy branch, no routers
             return
-        if use_null_q_tokens:  # what a query the router did not pick gets from the heavy branch
+        if use_null_q_tokens and heavy_queries == "routed":  # what an unrouted query gets from the heavy branch
             self.null_q_token = nn.Parameter(torch.randn(dim))
         self.heavy = HeavyAttention(dim, heads=heavy_heads, dim_head=heavy_dim_head,
                                     num_kv_routes=num_routed_kv, kv_scaling=kv_scaling, rotary=rotary_emb)
         common = dict(router_type=router_type, straight_through=router_straight_through,
                       router_kwargs=router_kwargs)
-        self.q_router = make_router(dim, causal_segment=causal_segment, max_seq_len=max_seq_len, **common)
+        self.q_router = (make_router(dim, causal_segment=causal_segment, max_seq_len=max_seq_len, **common)
+                         if heavy_queries == "routed" else None)
         self.kv_router = make_router(dim, num_routing_tokens=num_routed_kv, causal_segment=causal_segment,
                                      max_seq_len=max_seq_len, key_values=True, **common)
 
@@ -78,19 +88,37 @@ class RoutedAttentionBase(nn.Module):
         """Routes queries and key/values of normalised x (b, n, dim), adds the heavy output to light_out."""
         if not self.has_heavy:
             return light_out
-        q_routing = self.q_router(x, num_tokens=k_q, mask=mask)
+        q_routing = self._route_queries(x, k_q, mask)
         kv_routing = self.kv_router(x, num_tokens=k_kv, mask=mask)
-        heavy = self.heavy(q_routing.tokens[:, 0], kv_routing.tokens, kv_routing.weights, kv_routing.routed_mask,
-                           query_weights=self._query_weights(q_routing),
-                           positions=(q_routing.indices[:, 0], kv_routing.indices))
+        queries, q_position = self._queries(x, q_routing)
+        heavy = self.heavy(queries, kv_routing.tokens, kv_routing.weights, kv_routing.routed_mask,
+                           query_weights=self._query_weights(q_routing), positions=(q_position, kv_routing.indices))
         return self._merge(q_routing, heavy, light_out)
 
-    def _query_weights(self, q_routing) -> Optional[Tensor]:
-        return q_routing.weights[:, 0] if self.multiply_queries_by_score else None
+    def _route_queries(self, x: Tensor, k_q, mask: Optional[Tensor], **kwargs) -> Optional[Routing]:
+        """The query routing, or None when every position is a heavy query (heavy_queries='all')."""
+        if self.q_router is None:
+            return None
+        return self.q_router(x, num_tokens=k_q, mask=mask, **kwargs)
 
-    def _merge(self, q_routing, heavy: Tensor, light_out: Tensor) -> Tensor:
-        """light_out plus the weighted heavy output at the routed queries and, with null q tokens,
-        the learned null output at every other position."""
+    @staticmethod
+    def _queries(x: Tensor, q_routing: Optional[Routing]) -> tuple:
+        """(queries (b, m_q, dim), their positions (b, m_q)): the routed ones, or every position."""
+        if q_routing is None:
+            b, n, _ = x.shape
+            return x, torch.arange(n, device=x.device).expand(b, n)
+        return q_routing.tokens[:, 0], q_routing.indices[:, 0]
+
+    def _query_weights(self, q_routing: Optional[Routing]) -> Optional[Tensor]:
+        if q_routing is None or not self.multiply_queries_by_score:
+            return None
+        return q_routing.weights[:, 0]
+
+    def _merge(self, q_routing: Optional[Routing], heavy: Tensor, light_out: Tensor) -> Tensor:
+        """light_out plus the weighted heavy output at the routed queries (at every position when
+        all are queries) and, with null q tokens, the learned null output at every other position."""
+        if q_routing is None:
+            return light_out + heavy
         out = Router.scatter(q_routing, heavy.unsqueeze(1), light_out)
         if self.null_q_token is None:
             return out

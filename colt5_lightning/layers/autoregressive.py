@@ -61,16 +61,16 @@ class ConditionalRoutedAutoregressiveAttention(RoutedAttentionBase):
         out = self._light(x, mask)
         if not self.has_heavy:
             return out
-        q_routing = self.q_router(x, num_tokens=k_q, mask=mask, random_route=random_route)
+        q_routing = self._route_queries(x, k_q, mask, random_route=random_route)
         kv_routing = self.kv_router(x, num_tokens=k_kv, mask=mask, random_route=random_route)
-        q_position = q_routing.indices[:, 0]  # (b, m_q)
+        queries, q_index = self._queries(x, q_routing)  # (b, m_q, dim), (b, m_q)
         kv_position = kv_routing.indices.unsqueeze(1)  # (b, 1, r, m_kv)
-        q_position = q_position.view(*q_position.shape, 1, 1)  # (b, m_q, 1, 1)
+        q_position = q_index.view(*q_index.shape, 1, 1)  # (b, m_q, 1, 1)
         first = self.segment_size
         visible = (kv_position <= q_position) & ((kv_position >= first) | (q_position >= first))
         if self.heavy_window_size != ALL_EARLIER:
             visible = visible & (kv_position // self.heavy_window_size < q_position // self.heavy_window_size)
-        heavy = self.heavy(q_routing.tokens[:, 0], kv_routing.tokens, kv_routing.weights,
-                           kv_routing.routed_mask, attn_mask=visible, query_weights=self._query_weights(q_routing),
-                           positions=(q_routing.indices[:, 0], kv_routing.indices))
+        heavy = self.heavy(queries, kv_routing.tokens, kv_routing.weights, kv_routing.routed_mask,
+                           attn_mask=visible, query_weights=self._query_weights(q_routing),
+                           positions=(q_index, kv_routing.indices))
         return self._merge(q_routing, heavy, out)

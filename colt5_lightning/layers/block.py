@@ -17,7 +17,8 @@ class ConditionalRoutedTransformerBlock(nn.Module):
     its token counts are budgets for `max_seq_len` tokens (default: each input's own length).
     heavy=False gives the same block without its heavy branches (light attention and light FF
     only: the ablation); light_position (none, rotary, relative) says how the light attention
-    sees distances. colt5-attention's keywords keep its defaults (see RoutedAttentionBase)."""
+    sees distances; heavy_queries='all' lets every position read the routed key/values (no query
+    router, see RoutedAttentionBase). colt5-attention's keywords keep its defaults (see RoutedAttentionBase)."""
 
     def __init__(self, dim: int, *, num_heavy_attn_tokens_q: int, num_heavy_attn_tokens_kv: int,
                  num_heavy_ff_tokens: int, light_dim_head: int = 64, light_heads: int = 8,
@@ -28,7 +29,7 @@ class ConditionalRoutedTransformerBlock(nn.Module):
                  multiply_keys_by_score: bool = False, multiply_queries_by_score: bool = False,
                  use_null_q_tokens: bool = True, has_light_attn: bool = True, causal: bool = False,
                  light_checkpoint: bool = False, max_seq_len: Optional[int] = None, heavy: bool = True,
-                 light_position: str = "none", use_triton: bool = False, use_flash_attn: bool = False):
+                 light_position: str = "none", heavy_queries: str = "routed", use_triton: bool = False, use_flash_attn: bool = False):
         # use_triton / use_flash_attn: colt5-attention's kernel switches; the fast paths are always taken here
         super().__init__()
         routing = dict(router_straight_through=router_straight_through, router_type=router_type,
@@ -44,6 +45,7 @@ class ConditionalRoutedTransformerBlock(nn.Module):
                               multiply_queries_by_score=multiply_queries_by_score,
                               use_null_q_tokens=use_null_q_tokens, has_light_attn=has_light_attn,
                               light_checkpoint=light_checkpoint, heavy=heavy, light_position=light_position,
+                              heavy_queries=heavy_queries,
                               **({"max_seq_len": max_seq_len, "heavy_window_size": ALL_EARLIER} if causal else {}),
                               **routing)
         self.ff = ConditionalRoutedFeedForward(dim, num_heavy_tokens=num_heavy_ff_tokens,

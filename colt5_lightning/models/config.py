@@ -43,6 +43,9 @@ class RoutingConfig:
         multiply_queries_by_score: the query router's weights also scale the routed queries.
         has_light_attn: false drops the light attention (the heavy-only ablation; the light
             feed-forward stays).
+        heavy_queries: "routed" (CoLT5: a router picks num_heavy_attn_tokens_q queries) or "all"
+            (no query router: every position reads the routed key/values, so retrieval needs
+            only the key/value router to find the evidence; more heavy attention cost).
     """
 
     num_heavy_attn_tokens_q: int = 64
@@ -65,6 +68,7 @@ class RoutingConfig:
     use_null_q_tokens: bool = False
     multiply_queries_by_score: bool = False
     has_light_attn: bool = True
+    heavy_queries: str = "routed"
 
     @classmethod
     def of(cls, value: Union["RoutingConfig", Mapping[str, Any], None]) -> "RoutingConfig":

@@ -156,7 +156,7 @@ class CausalRouter(nn.Module):
                  eps_init: Optional[float] = 4.0, eps_decay: float = 0.7, method: str = "exact",
                  fused: Optional[bool] = None, history: int = 4, burst: float = 0.5,
                  score_noise: float = 0.0, route_first_segment: bool = False,
-                 router_type: str = "coor_descent", fetch_k_ratio: Optional[float] = None,
+                 router_type: str = "coor_descent", detach_input: bool = False, fetch_k_ratio: Optional[float] = None,
                  cosine_sim_routing: bool = False, cosine_sim_scale: float = 8.0, use_triton: bool = False,
                  triton_checkpoint_segments: Optional[int] = None):
         super().__init__()
@@ -169,6 +169,7 @@ class CausalRouter(nn.Module):
             warnings.warn(f"router_type={router_type!r} has no effect on causal routing (a decoder's routers): "
                           "its thresholds are always coordinate-descent duals", UserWarning, stacklevel=2)
         self.straight_through = bool(straight_through)
+        self.detach_input = bool(detach_input)  # as Router's
         self.over_fetch, self.cosine_sim_scale = reference_router_keywords(over_fetch, fetch_k_ratio,
                                                                            cosine_sim_routing, cosine_sim_scale)
         self.history = _checks.positive_int("history", history)
@@ -209,7 +210,7 @@ class CausalRouter(nn.Module):
             raise ValueError(f"input length {n} exceeds the causal router's reference_len {self.reference_len} "
                              "(a model's max_seq_len): positions past it could never be routed")
         reference = self.reference_len or n
-        clean = raw_scores(x, self.routing_tokens, self.cosine_sim_scale)  # (b, r, n)
+        clean = raw_scores(x.detach() if self.detach_input else x, self.routing_tokens, self.cosine_sim_scale)  # (b, r, n)
         noise = self.score_noise if self.training else 0.0
         scores = adjust_scores(clean, noise, self.forced, random_route)
         valid = (torch.ones(b, n, dtype=torch.bool, device=x.device) if mask is None else mask)

@@ -140,6 +140,11 @@ class Router(nn.Module):
     triton_checkpoint_segments (accepted; the fused solver is chosen by `fused`).
     learned_routing_tokens: the routing tokens come from elsewhere (for example a summary of the
     queries), passed to forward as `routing_tokens`, instead of being this router's parameters.
+    detach_input: the scores' gradient reaches the routing tokens only, not the tokens scored. A
+    router's weight is exp((s + a)/ε) below 1, so its gradient is the heavy branch's times 1/ε
+    (33 at ε = 0.03); when every position reads a routed token (heavy_queries='all') that
+    gradient, fed back into the residual stream, swamped the language-modelling signal (a 128-byte
+    pass key was not learned in 400 steps; detached, in 200).
     route_block_size: route evenly: the sequence is cut into blocks of this many tokens and each
     block routes ⌈k / blocks⌉ of its own; tokens after the last whole block are never routed
     (both as colt5-attention).
@@ -152,9 +157,10 @@ class Router(nn.Module):
                  fetch_k_ratio: Optional[float] = None, cosine_sim_routing: bool = False,
                  cosine_sim_scale: float = 8.0, use_triton: bool = False,
                  triton_checkpoint_segments: Optional[int] = None, learned_routing_tokens: bool = False,
-                 route_block_size: Optional[int] = None):
+                 route_block_size: Optional[int] = None, detach_input: bool = False):
         super().__init__()
         self.dim = _checks.positive_int("dim", dim)
+        self.detach_input = bool(detach_input)
         self.num_routing_tokens = _checks.positive_int("num_routing_tokens", num_routing_tokens)
         self.router_type = _checks.one_of("router_type", router_type, ROUTER_TYPES)
         self.over_fetch, self.cosine_sim_scale = reference_router_keywords(over_fetch, fetch_k_ratio,
@@ -189,7 +195,7 @@ class Router(nn.Module):
             raise ValueError("routing_tokens given to a router with its own (learned_routing_tokens=False)")
         else:
             tokens = self.routing_tokens
-        scores = raw_scores(x, tokens, self.cosine_sim_scale)
+        scores = raw_scores(x.detach() if self.detach_input else x, tokens, self.cosine_sim_scale)
         return adjust_scores(scores, self.score_noise if self.training else 0.0, self.forced, random_route)
 
     def soft_topk(self, scores: Tensor, k, mask: Optional[Tensor]) -> Tensor:
