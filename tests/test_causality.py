@@ -135,13 +135,15 @@ def test_with_all_queries_every_position_after_the_first_segment_reads_the_route
     assert not changed[:, :SEGMENT].any()  # key/values routed in segment 0 are shown to later segments only
 
 
-@pytest.mark.parametrize("heavy_queries", ["routed", "all"])
+@pytest.mark.parametrize("heavy_queries, kv_routed_by", [("routed", "hidden"), ("all", "hidden"),
+                                                          ("all", "embedding")])
 @pytest.mark.parametrize("router_type", ["coor_descent", "sinkhorn", "cum_softmax"])
-def test_language_model_prefix_gives_the_same_logits_as_the_full_sequence(router_type, heavy_queries):
+def test_language_model_prefix_gives_the_same_logits_as_the_full_sequence(router_type, heavy_queries,
+                                                                          kv_routed_by):
     from colt5_lightning.models import CoLT5LanguageModel, RoutingConfig
     routing = RoutingConfig(light_heads=2, heavy_heads=2, light_dim_head=16, heavy_dim_head=16, light_window_size=8,
                             num_heavy_attn_tokens_q=16, num_heavy_attn_tokens_kv=16, num_heavy_ff_tokens=16,
-                            router_type=router_type, heavy_queries=heavy_queries)
+                            router_type=router_type, heavy_queries=heavy_queries, kv_routed_by=kv_routed_by)
     model = CoLT5LanguageModel(vocab_size=32, max_seq_len=64, dim=32, depth=2, routing=routing).eval()
     ids = torch.randint(0, 32, (2, 64))
     full = model(ids)

@@ -561,3 +561,42 @@ def test_on_cuda_the_light_branch_takes_flex_attention_with_the_blocked_kernels_
         grads.append(gx)
     torch.testing.assert_close(outputs[0], outputs[1], atol=2e-3, rtol=2e-3)
     torch.testing.assert_close(grads[0], grads[1], atol=2e-3, rtol=2e-3)
+
+
+# ---------------------------------------------------------------- key/values routed by the embeddings
+
+@pytest.mark.parametrize("causal", [False, True], ids=["bidirectional", "causal"])
+def test_key_values_routed_by_the_embedding_ignore_the_hidden_state_when_choosing(causal):
+    from colt5_lightning import ConditionalRoutedTransformerBlock
+    block = ConditionalRoutedTransformerBlock(32, num_heavy_attn_tokens_q=8, num_heavy_attn_tokens_kv=8,
+                                              num_heavy_ff_tokens=8, light_window_size=8, light_heads=2,
+                                              light_dim_head=8, heavy_heads=2, heavy_dim_head=8, causal=causal,
+                                              kv_routed_by="embedding").eval()
+    chosen = []
+    block.attn.kv_router.register_forward_hook(lambda mod, args, out: chosen.append(out.indices))
+    embedding = torch.randn(2, 40, 32)
+    with torch.no_grad():
+        block(torch.randn(2, 40, 32), route_input=embedding)
+        block(torch.randn(2, 40, 32), route_input=embedding)
+        block(torch.randn(2, 40, 32), route_input=torch.randn(2, 40, 32))
+    assert torch.equal(chosen[0], chosen[1])
+    assert not torch.equal(chosen[0], chosen[2])
+
+
+def test_key_values_routed_by_the_embedding_need_the_embedding():
+    from colt5_lightning import ConditionalRoutedAttention
+    attn = ConditionalRoutedAttention(32, num_heavy_tokens_q=4, num_heavy_tokens_kv=4, light_window_size=8,
+                                      light_heads=2, light_dim_head=8, heavy_heads=2, heavy_dim_head=8,
+                                      kv_routed_by="embedding")
+    with pytest.raises(ValueError, match="route_input"):
+        attn(torch.randn(2, 16, 32))
+    with pytest.raises(ValueError, match="score_input must have x's shape"):
+        attn(torch.randn(2, 16, 32), route_input=torch.randn(2, 15, 32))
+
+
+@pytest.mark.parametrize("setting", [{"heavy_queries": "all"}, {"kv_routed_by": "embedding"}])
+def test_image_blocks_refuse_the_sequence_only_routing_settings(setting):
+    from colt5_lightning.models.config import RoutingConfig
+    from colt5_lightning.models.image import RoutedImageBlock
+    with pytest.raises(ValueError, match=next(iter(setting))):
+        RoutedImageBlock(32, RoutingConfig(**setting))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Optional, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import _checks
@@ -15,6 +16,7 @@ from .local_attention import LocalAttention
 from .routed_common import count, make_router
 
 HEAVY_QUERIES = ("routed", "all")
+KV_ROUTED_BY = ("hidden", "embedding")
 
 
 class RoutedAttentionBase(nn.Module):
@@ -29,7 +31,11 @@ class RoutedAttentionBase(nn.Module):
     heavy_queries: 'routed' (CoLT5: the query router picks num_heavy_tokens_q queries) or 'all'
     (no query router: every position reads the routed key/values, so only the key/value router
     has to find what matters; costs a heavy query and output projection per token and n × k_kv
-    attention scores, about what the light window's scores cost)."""
+    attention scores, about what the light window's scores cost).
+    kv_routed_by: 'hidden' (the layer's input, as CoLT5) or 'embedding': the key/value router
+    scores the model's embeddings (`route_input`, passed by the encoder stack to every block)
+    while the tokens routed are still the layer's own, so a deep layer can keep the tokens that
+    are easy to recognise by what they are (a pass key's digits)."""
 
     def __init__(self, dim: int, *, num_heavy_tokens_q: int, num_heavy_tokens_kv: int,
                  num_routed_kv: int = 1, light_dim_head: int = 64, light_heads: int = 8,
@@ -40,7 +46,7 @@ class RoutedAttentionBase(nn.Module):
                  use_null_q_tokens: bool = True, has_light_attn: bool = True, rotary_emb: bool = False,
                  light_checkpoint: bool = False, causal_segment: Optional[int] = None,
                  max_seq_len: Optional[int] = None, heavy: bool = True, light_position: str = "none",
-                 heavy_queries: str = "routed", use_triton: bool = False, use_flash_attn: bool = False):
+                 heavy_queries: str = "routed", kv_routed_by: str = "hidden", use_triton: bool = False, use_flash_attn: bool = False):
         # use_triton / use_flash_attn: colt5-attention's switches for its fused kernels; here the
         # fast paths (SDPA, the compiled solver on CUDA) are always taken, so they change nothing
         super().__init__()
@@ -60,6 +66,7 @@ class RoutedAttentionBase(nn.Module):
         self.max_seq_len = max_seq_len
         self.has_heavy = bool(heavy)
         self.heavy_queries = _checks.one_of("heavy_queries", heavy_queries, HEAVY_QUERIES)
+        self.kv_routed_by = _checks.one_of("kv_routed_by", kv_routed_by, KV_ROUTED_BY)
         if not (self.has_heavy or self.has_light_attn):
             raise ValueError("heavy=False and has_light_attn=False leave the attention with no branch")
         self.null_q_token = None
@@ -84,12 +91,13 @@ class RoutedAttentionBase(nn.Module):
         """The light branch's output, zeros without one (has_light_attn=False)."""
         return self.light(x, mask) if self.has_light_attn else torch.zeros_like(x)
 
-    def _heavy(self, x: Tensor, mask: Optional[Tensor], k_q, k_kv, light_out: Tensor) -> Tensor:
+    def _heavy(self, x: Tensor, mask: Optional[Tensor], k_q, k_kv, light_out: Tensor,
+               route_input: Optional[Tensor] = None) -> Tensor:
         """Routes queries and key/values of normalised x (b, n, dim), adds the heavy output to light_out."""
         if not self.has_heavy:
             return light_out
         q_routing = self._route_queries(x, k_q, mask)
-        kv_routing = self.kv_router(x, num_tokens=k_kv, mask=mask)
+        kv_routing = self._route_key_values(x, k_kv, mask, route_input)
         queries, q_position = self._queries(x, q_routing)
         heavy = self.heavy(queries, kv_routing.tokens, kv_routing.weights, kv_routing.routed_mask,
                            query_weights=self._query_weights(q_routing), positions=(q_position, kv_routing.indices))
@@ -100,6 +108,17 @@ class RoutedAttentionBase(nn.Module):
         if self.q_router is None:
             return None
         return self.q_router(x, num_tokens=k_q, mask=mask, **kwargs)
+
+    def _route_key_values(self, x: Tensor, k_kv, mask: Optional[Tensor], route_input: Optional[Tensor],
+                          **kwargs) -> Routing:
+        """The key/value routing of x, scored on x or (kv_routed_by='embedding') on route_input."""
+        score_input = None
+        if self.kv_routed_by == "embedding":
+            if route_input is None:
+                raise ValueError("kv_routed_by='embedding' scores the model's embeddings: pass them as "
+                                 "route_input (b, n, dim) (CoLT5Encoder and the models do)")
+            score_input = F.layer_norm(route_input, route_input.shape[-1:])
+        return self.kv_router(x, num_tokens=k_kv, mask=mask, score_input=score_input, **kwargs)
 
     @staticmethod
     def _queries(x: Tensor, q_routing: Optional[Routing]) -> tuple:
@@ -145,9 +164,10 @@ class ConditionalRoutedAttention(RoutedAttentionBase):
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None,
                 num_heavy_tokens_q: Union[int, Tensor, None] = None,
-                num_heavy_tokens_kv: Union[int, Tensor, None] = None) -> Tensor:
+                num_heavy_tokens_kv: Union[int, Tensor, None] = None, route_input: Optional[Tensor] = None) -> Tensor:
+        """route_input: the model's embeddings (b, n, dim), needed with kv_routed_by='embedding'."""
         _checks.features("x", x, self.dim)
         mask = _checks.mask_for("mask", mask, x.shape[:2], "x (batch, seq)")
         k_q, k_kv = self._counts(num_heavy_tokens_q, num_heavy_tokens_kv)
         x = self.norm(x)
-        return self._heavy(x, mask, k_q, k_kv, self._light(x, mask))
+        return self._heavy(x, mask, k_q, k_kv, self._light(x, mask), route_input)

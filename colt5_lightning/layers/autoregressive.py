@@ -50,8 +50,10 @@ class ConditionalRoutedAutoregressiveAttention(RoutedAttentionBase):
                                         checkpoint=self.light_checkpoint, position=self.light_position)
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None, num_heavy_tokens_q: Optional[int] = None,
-                num_heavy_tokens_kv: Optional[int] = None, random_route: bool = False) -> Tensor:
-        """random_route: queries and key/values routed by random scores (a negative control)."""
+                num_heavy_tokens_kv: Optional[int] = None, random_route: bool = False,
+                route_input: Optional[Tensor] = None) -> Tensor:
+        """random_route: queries and key/values routed by random scores (a negative control).
+        route_input: the model's embeddings (b, n, dim), needed with kv_routed_by='embedding'."""
         _checks.features("x", x, self.dim)
         mask = _checks.mask_for("mask", mask, x.shape[:2], "x (batch, seq)")
         k_q, k_kv = self._counts(num_heavy_tokens_q, num_heavy_tokens_kv)
@@ -62,7 +64,7 @@ class ConditionalRoutedAutoregressiveAttention(RoutedAttentionBase):
         if not self.has_heavy:
             return out
         q_routing = self._route_queries(x, k_q, mask, random_route=random_route)
-        kv_routing = self.kv_router(x, num_tokens=k_kv, mask=mask, random_route=random_route)
+        kv_routing = self._route_key_values(x, k_kv, mask, route_input, random_route=random_route)
         queries, q_index = self._queries(x, q_routing)  # (b, m_q, dim), (b, m_q)
         kv_position = kv_routing.indices.unsqueeze(1)  # (b, 1, r, m_kv)
         q_position = q_index.view(*q_index.shape, 1, 1)  # (b, m_q, 1, 1)

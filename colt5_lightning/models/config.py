@@ -46,6 +46,9 @@ class RoutingConfig:
         heavy_queries: "routed" (CoLT5: a router picks num_heavy_attn_tokens_q queries) or "all"
             (no query router: every position reads the routed key/values, so retrieval needs
             only the key/value router to find the evidence; more heavy attention cost).
+        kv_routed_by: "hidden" (CoLT5: each layer's key/value router scores that layer's input)
+            or "embedding" (it scores the model's embeddings; the tokens routed are still the
+            layer's own), so a deep layer keeps tokens recognisable by what they are.
     """
 
     num_heavy_attn_tokens_q: int = 64
@@ -69,6 +72,7 @@ class RoutingConfig:
     multiply_queries_by_score: bool = False
     has_light_attn: bool = True
     heavy_queries: str = "routed"
+    kv_routed_by: str = "hidden"
 
     @classmethod
     def of(cls, value: Union["RoutingConfig", Mapping[str, Any], None]) -> "RoutingConfig":

@@ -50,11 +50,12 @@ class CoLT5Encoder(nn.Module):
         """Token-count overrides apply to every routed block (a dense stack ignores them)."""
         _checks.features("x", x, self.dim)
         mask = _checks.mask_for("mask", mask, x.shape[:2], "x (batch, seq)")
+        route_input = x  # what key/value routers built with kv_routed_by='embedding' score
         for block in self.blocks:
             if self.dense:
                 x = block(x, mask)
             else:
                 x = block(x, mask, num_heavy_attn_tokens_q=num_heavy_attn_tokens_q,
                           num_heavy_attn_tokens_kv=num_heavy_attn_tokens_kv,
-                          num_heavy_ff_tokens=num_heavy_ff_tokens)
+                          num_heavy_ff_tokens=num_heavy_ff_tokens, route_input=route_input)
         return self.norm(x)

@@ -29,6 +29,9 @@ class RoutedImageBlock(nn.Module):
             raise ValueError(f"light_position {r.light_position!r} is not available for image feature maps: "
                              "their light attention works in 2-D tiles; positions come from the model's table "
                              "(use light_position: none)")
+        if (r.heavy_queries, r.kv_routed_by) != ("routed", "hidden"):
+            raise ValueError(f"heavy_queries {r.heavy_queries!r} and kv_routed_by {r.kv_routed_by!r} are not "
+                             "available for image feature maps (use heavy_queries: routed, kv_routed_by: hidden)")
         common = dict(router_straight_through=r.router_straight_through, router_type=r.router_type,
                       router_kwargs=r.router_kwargs, heavy=r.heavy)
         self.attn = ConditionalRoutedImageAttention(

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from .. import _checks
 from .gather import gather_tokens
-from .router import Routing, adjust_scores, named_errors, raw_scores, reference_router_keywords
+from .router import Routing, adjust_scores, named_errors, raw_scores, reference_router_keywords, scored_input
 from .soft_topk import _check_finite, dual_per_row, eps_schedule
 
 
@@ -196,8 +196,9 @@ class CausalRouter(nn.Module):
         return (k - math.ceil(self.burst * k)) * seq_len / (self.reference_len or seq_len)
 
     def forward(self, x: Tensor, *, num_tokens: int, mask: Optional[Tensor] = None,
-                random_route: bool = False) -> Routing:
-        """random_route: route by random scores instead of learned ones (a negative control; still causal)."""
+                random_route: bool = False, score_input: Optional[Tensor] = None) -> Routing:
+        """random_route: route by random scores instead of learned ones (a negative control; still causal).
+        score_input: (b, n, d) scored instead of x (x's tokens are still the ones routed)."""
         _checks.features("x", x, self.dim)
         b, n, _ = x.shape
         mask = _checks.mask_for("mask", mask, (b, n), "x (batch, seq)")
@@ -210,7 +211,8 @@ class CausalRouter(nn.Module):
             raise ValueError(f"input length {n} exceeds the causal router's reference_len {self.reference_len} "
                              "(a model's max_seq_len): positions past it could never be routed")
         reference = self.reference_len or n
-        clean = raw_scores(x.detach() if self.detach_input else x, self.routing_tokens, self.cosine_sim_scale)  # (b, r, n)
+        scored = scored_input(x, score_input)
+        clean = raw_scores(scored.detach() if self.detach_input else scored, self.routing_tokens, self.cosine_sim_scale)  # (b, r, n)
         noise = self.score_noise if self.training else 0.0
         scores = adjust_scores(clean, noise, self.forced, random_route)
         valid = (torch.ones(b, n, dtype=torch.bool, device=x.device) if mask is None else mask)

@@ -74,7 +74,8 @@ def recording_router_scores(model: nn.Module) -> Iterator[RecordedScores]:
         def record(router, args, kwargs, _output):
             if router.routing_tokens is None:  # routing tokens passed in (learned_routing_tokens): not trained here
                 return
-            x = (args[0] if args else kwargs["x"]).detach()
+            x = kwargs.get("score_input")  # what the router scored, when not its routed input
+            x = (x if x is not None else args[0] if args else kwargs["x"]).detach()
             into.append(F.linear(x.float(), router.routing_tokens.float()).transpose(1, 2))
         return record
 

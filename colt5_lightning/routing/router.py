@@ -53,6 +53,16 @@ def raw_scores(x: Tensor, routing_tokens: Tensor, cosine_sim_scale: Optional[flo
         return F.linear(x, tokens).transpose(1, 2)
 
 
+def scored_input(x: Tensor, score_input: Optional[Tensor]) -> Tensor:
+    """What a router scores: score_input when given (the same (b, n, d) as x), else x."""
+    if score_input is None:
+        return x
+    if score_input.shape != x.shape:
+        raise ValueError(f"score_input must have x's shape {tuple(x.shape)} (batch, seq, dim), "
+                         f"got {tuple(score_input.shape)}")
+    return score_input
+
+
 def given_routing_tokens(routing_tokens: Optional[Tensor], batch: int, num_routes: int, dim: int) -> Tensor:
     """routing_tokens passed to a router built with learned_routing_tokens=True, as (b, r, d)."""
     if routing_tokens is None:
@@ -208,14 +218,16 @@ class Router(nn.Module):
         return cum_softmax_topk(scores, k=k, mask=mask)
 
     def forward(self, x: Tensor, *, num_tokens: Union[int, Tensor], mask: Optional[Tensor] = None,
-                random_route: bool = False, routing_tokens: Optional[Tensor] = None) -> Routing:
+                random_route: bool = False, routing_tokens: Optional[Tensor] = None,
+                score_input: Optional[Tensor] = None) -> Routing:
         """random_route: route by random scores instead of learned ones (a negative control).
-        routing_tokens: (b, d) or (b, r, d), for a router built with learned_routing_tokens=True."""
+        routing_tokens: (b, d) or (b, r, d), for a router built with learned_routing_tokens=True.
+        score_input: (b, n, d) scored instead of x (x's tokens are still the ones routed)."""
         _checks.features("x", x, self.dim)
         b, n, _ = x.shape
         mask = _checks.mask_for("mask", mask, (b, n), "x (batch, seq)")
         k = _checks.token_count("num_tokens", num_tokens)
-        scores = self.score(x, random_route, routing_tokens)
+        scores = self.score(scored_input(x, score_input), random_route, routing_tokens)
         if self.route_block_size is not None:
             return self._route_in_blocks(x, scores, k, mask)
         return self._route(x, scores, k, mask)
