@@ -66,16 +66,6 @@ def test_classifier_with_readouts_gives_logits_per_readout(heavy, positions):
     assert (model.pos_emb is None) == (positions == "none")
 
 
-@pytest.mark.parametrize("positions", ["start", "end"])
-def test_a_position_row_training_has_not_reached_adds_nothing(positions):
-    model = CoLT5SequenceClassifier(256, 10, max_seq_len=64, num_readout=5, positions=positions, **TINY)
-    seen = []
-    model.encoder.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
-    ids = torch.randint(0, 256, (2, 64))
-    model(ids)
-    torch.testing.assert_close(seen[0], model.tok_emb(ids))
-
-
 def test_positions_from_the_end_give_the_last_token_the_same_embedding_at_every_length():
     model = CoLT5SequenceClassifier(256, 10, max_seq_len=64, num_readout=5, positions="end", **TINY)
     seen = []
