@@ -58,7 +58,8 @@ def lm_module(args, context: int, dense: bool) -> LanguageModelModule:
     k = max(1, context // args.k_ratio)
     routing = RoutingConfig(light_heads=args.heads, heavy_heads=args.heads, light_dim_head=args.dim_head,
                             heavy_dim_head=args.dim_head, light_window_size=args.window, num_heavy_attn_tokens_q=k,
-                            num_heavy_attn_tokens_kv=k, num_heavy_ff_tokens=k)
+                            num_heavy_attn_tokens_kv=k, num_heavy_ff_tokens=k, heavy_queries=args.heavy_queries,
+                            kv_routed_by=args.kv_routed_by)
     return LanguageModelModule(vocab_size=256, seq_len=context, dim=args.dim, depth=args.depth, routing=routing,
                                dense=dense, sample_length=0, compile=args.compile)
 
@@ -96,6 +97,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=sorted(PRECISIONS), default=None,
                         help="fp32 or bf16 (bf16-mixed, the GPU presets' precision); default bf16 on CUDA, fp32 on CPU")
+    parser.add_argument("--heavy-queries", choices=["routed", "all"], default="routed",
+                        help="the routed model's RoutingConfig.heavy_queries (all: the passkey decoder's)")
+    parser.add_argument("--kv-routed-by", choices=["hidden", "embedding"], default="hidden")
     parser.add_argument("--json", default=None)
     parser.add_argument("--compile", choices=COMPILE_MODES, default="off",
                         help="the LightningModule's compile option, for both models")
