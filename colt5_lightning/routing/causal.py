@@ -211,8 +211,8 @@ class CausalRouter(nn.Module):
             raise ValueError(f"input length {n} exceeds the causal router's reference_len {self.reference_len} "
                              "(a model's max_seq_len): positions past it could never be routed")
         reference = self.reference_len or n
-        scored = scored_input(x, score_input)
-        clean = raw_scores(scored.detach() if self.detach_input else scored, self.routing_tokens, self.cosine_sim_scale)  # (b, r, n)
+        clean = raw_scores(scored_input(x, score_input, self.detach_input), self.routing_tokens,
+                           self.cosine_sim_scale)  # (b, r, n)
         noise = self.score_noise if self.training else 0.0
         scores = adjust_scores(clean, noise, self.forced, random_route)
         valid = (torch.ones(b, n, dtype=torch.bool, device=x.device) if mask is None else mask)

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .. import _checks
 from .gather import gather_tokens
-from .router import Router, from_blocks, to_blocks, whole_blocks
+from .router import Router, from_blocks, scored_input, to_blocks, whole_blocks
 
 RouterReturn = namedtuple("RouterReturn", ["indices", "scores", "routed_tokens", "routed_mask"])
 
@@ -53,7 +53,7 @@ class CoordinateDescentRouter(Router):
                 mask = None if mask is None else mask.unsqueeze(1).expand(b, r, n)
             return RouterReturn(None, torch.ones((b, n) if squeeze else (b, r, n), device=x.device, dtype=x.dtype),
                                 x, mask)
-        scores = self.score(x, random_route, routing_tokens)
+        scores = self.score(scored_input(x, None, self.detach_input), random_route, routing_tokens)
         valid = None if mask is None else mask.unsqueeze(1).expand(b, r, n)
         if self.route_block_size is None:
             indices, selected, routed_mask = self._select(scores, k, valid)

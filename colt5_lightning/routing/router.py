@@ -53,14 +53,14 @@ def raw_scores(x: Tensor, routing_tokens: Tensor, cosine_sim_scale: Optional[flo
         return F.linear(x, tokens).transpose(1, 2)
 
 
-def scored_input(x: Tensor, score_input: Optional[Tensor]) -> Tensor:
-    """What a router scores: score_input when given (the same (b, n, d) as x), else x."""
-    if score_input is None:
-        return x
-    if score_input.shape != x.shape:
+def scored_input(x: Tensor, score_input: Optional[Tensor], detach: bool = False) -> Tensor:
+    """What a router scores: score_input when given (the same (b, n, d) as x), else x; detached
+    for a router built with detach_input."""
+    if score_input is not None and score_input.shape != x.shape:
         raise ValueError(f"score_input must have x's shape {tuple(x.shape)} (batch, seq, dim), "
                          f"got {tuple(score_input.shape)}")
-    return score_input
+    scored = x if score_input is None else score_input
+    return scored.detach() if detach else scored
 
 
 def given_routing_tokens(routing_tokens: Optional[Tensor], batch: int, num_routes: int, dim: int) -> Tensor:
@@ -205,7 +205,7 @@ class Router(nn.Module):
             raise ValueError("routing_tokens given to a router with its own (learned_routing_tokens=False)")
         else:
             tokens = self.routing_tokens
-        scores = raw_scores(x.detach() if self.detach_input else x, tokens, self.cosine_sim_scale)
+        scores = raw_scores(x, tokens, self.cosine_sim_scale)
         return adjust_scores(scores, self.score_noise if self.training else 0.0, self.forced, random_route)
 
     def soft_topk(self, scores: Tensor, k, mask: Optional[Tensor]) -> Tensor:
@@ -227,7 +227,7 @@ class Router(nn.Module):
         b, n, _ = x.shape
         mask = _checks.mask_for("mask", mask, (b, n), "x (batch, seq)")
         k = _checks.token_count("num_tokens", num_tokens)
-        scores = self.score(scored_input(x, score_input), random_route, routing_tokens)
+        scores = self.score(scored_input(x, score_input, self.detach_input), random_route, routing_tokens)
         if self.route_block_size is not None:
             return self._route_in_blocks(x, scores, k, mask)
         return self._route(x, scores, k, mask)
