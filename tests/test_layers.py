@@ -594,9 +594,52 @@ def test_key_values_routed_by_the_embedding_need_the_embedding():
         attn(torch.randn(2, 16, 32), route_input=torch.randn(2, 15, 32))
 
 
-@pytest.mark.parametrize("setting", [{"heavy_queries": "all"}, {"kv_routed_by": "embedding"}])
-def test_image_blocks_refuse_the_sequence_only_routing_settings(setting):
+def image_attention(**kw):
+    from colt5_lightning import ConditionalRoutedImageAttention
+    return ConditionalRoutedImageAttention(32, num_heavy_tokens_q=8, num_heavy_tokens_kv=8, light_window_size=4,
+                                           light_heads=2, light_dim_head=8, heavy_heads=2, heavy_dim_head=8, **kw)
+
+
+@pytest.mark.parametrize("channel_first", [False, True], ids=["channel_last", "channel_first"])
+def test_image_key_values_routed_by_the_embedding_ignore_the_hidden_state_when_choosing(channel_first):
+    attn = image_attention(kv_routed_by="embedding", channel_first=channel_first).eval()
+    chosen = []
+    attn.kv_router.register_forward_hook(lambda mod, args, out: chosen.append(out.indices))
+    shape = (2, 32, 8, 8) if channel_first else (2, 8, 8, 32)
+    embedding = torch.randn(shape)
+    with torch.no_grad():
+        attn(torch.randn(shape), route_input=embedding)
+        attn(torch.randn(shape), route_input=embedding)
+        attn(torch.randn(shape), route_input=torch.randn(shape))
+    assert torch.equal(chosen[0], chosen[1])
+    assert not torch.equal(chosen[0], chosen[2])
+
+
+def test_image_route_input_must_have_the_maps_shape():
+    attn = image_attention(kv_routed_by="embedding")
+    with pytest.raises(ValueError, match="route_input"):
+        attn(torch.randn(2, 8, 8, 32))
+    with pytest.raises(ValueError, match=r"route_input must have x's shape \(2, 8, 8, 32\)"):
+        attn(torch.randn(2, 8, 8, 32), route_input=torch.randn(2, 8, 4, 32))
+
+
+def test_image_attention_with_every_pixel_a_heavy_query_has_no_query_router_and_reaches_every_pixel():
+    attn = image_attention(heavy_queries="all").eval()
+    assert attn.q_router is None
+    x = torch.randn(2, 8, 8, 32)
+    with torch.no_grad():
+        heavy = attn(x) - attn._light(attn.norm(x), None)
+    assert (heavy.abs().amax(-1) > 0).all()
+
+
+@pytest.mark.parametrize("setting", [{"heavy_queries": "all"}, {"kv_routed_by": "embedding"},
+                                     {"heavy_queries": "all", "kv_routed_by": "embedding"}])
+def test_image_classifier_with_the_passkey_routing_settings_trains_every_parameter(setting):
+    from colt5_lightning.models import CoLT5ImageClassifier
     from colt5_lightning.models.config import RoutingConfig
-    from colt5_lightning.models.image import RoutedImageBlock
-    with pytest.raises(ValueError, match=next(iter(setting))):
-        RoutedImageBlock(32, RoutingConfig(**setting))
+    routing = RoutingConfig(light_window_size=4, light_heads=2, light_dim_head=8, heavy_heads=2, heavy_dim_head=8,
+                            num_heavy_attn_tokens_q=8, num_heavy_attn_tokens_kv=8, num_heavy_ff_tokens=8,
+                            **setting)
+    model = CoLT5ImageClassifier(image_size=8, in_channels=3, num_classes=2, dim=32, depth=2, routing=routing)
+    model(torch.randn(2, 3, 8, 8)).logsumexp(-1).sum().backward()
+    assert [name for name, p in model.named_parameters() if p.grad is None] == []

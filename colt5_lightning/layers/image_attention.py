@@ -13,7 +13,8 @@ from .local_attention import WindowAttention2d
 class ConditionalRoutedImageAttention(RoutedAttentionBase):
     """x (b, h, w, dim), or (b, dim, h, w) with channel_first=True, -> same layout. The light
     branch attends within light_window_size × light_window_size tiles; the heavy branch routes
-    queries and key/values over the whole map. mask (b, h, w) marks valid pixels."""
+    queries and key/values over the whole map. mask (b, h, w) marks valid pixels; route_input, in
+    x's layout, holds the model's embeddings, which kv_routed_by='embedding' scores."""
 
     def __init__(self, dim: int, *, channel_first: bool = False, **kwargs):
         super().__init__(dim, **kwargs)
@@ -24,11 +25,16 @@ class ConditionalRoutedImageAttention(RoutedAttentionBase):
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None,
                 num_heavy_tokens_q: Union[int, Tensor, None] = None,
-                num_heavy_tokens_kv: Union[int, Tensor, None] = None) -> Tensor:
+                num_heavy_tokens_kv: Union[int, Tensor, None] = None,
+                route_input: Optional[Tensor] = None) -> Tensor:
         layout = "(batch, dim, height, width)" if self.channel_first else "(batch, height, width, dim)"
         if not isinstance(x, Tensor):
             raise TypeError(f"x must be a torch.Tensor of shape {layout}, got {type(x).__name__}")
+        if route_input is not None and (not isinstance(route_input, Tensor) or route_input.shape != x.shape):
+            raise ValueError(f"route_input must have x's shape {tuple(x.shape)} {layout}, got "
+                             f"{tuple(getattr(route_input, 'shape', ()))}")
         if self.channel_first:
+            route_input = None if route_input is None else route_input.movedim(1, -1)
             if x.ndim == 4 and x.shape[1] != self.dim:
                 raise ValueError(f"x must have {self.dim} channels in dim 1 {layout}, got {x.shape[1]}")
             _checks.features("x", x.movedim(1, -1) if x.ndim == 4 else x, self.dim, rank=4, layout=layout)
@@ -44,6 +50,8 @@ class ConditionalRoutedImageAttention(RoutedAttentionBase):
         x = self.norm(x)
         light = self._light(x, mask)
         flat_mask = None if mask is None else mask.reshape(b, h * w)
-        out = self._heavy(x.reshape(b, h * w, d), flat_mask, k_q, k_kv, light.reshape(b, h * w, d))
+        if route_input is not None:
+            route_input = route_input.reshape(b, h * w, d)
+        out = self._heavy(x.reshape(b, h * w, d), flat_mask, k_q, k_kv, light.reshape(b, h * w, d), route_input)
         out = out.view(b, h, w, d)
         return out.movedim(-1, 1) if self.channel_first else out

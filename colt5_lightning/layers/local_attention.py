@@ -238,7 +238,8 @@ class LocalAttention(nn.Module):
             else:
                 out = attend(q, k, v)
         except Exception as ex:  # noqa: BLE001 - the CUDA FlexAttention path has not run on every GPU
-            if self.kernel != "auto" or not q.is_cuda:
+            # out of memory is the run's size, not the kernel: the blocked kernel would need more
+            if self.kernel != "auto" or not q.is_cuda or isinstance(ex, torch.OutOfMemoryError):
                 raise
             warnings.warn(f"FlexAttention failed for the light branch ({type(ex).__name__}: {str(ex)[:200]}); "
                           "using the blocked SDPA kernel from now on", RuntimeWarning, stacklevel=2)

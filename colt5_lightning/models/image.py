@@ -20,7 +20,9 @@ from ..layers import ConditionalRoutedFeedForward, ConditionalRoutedImageAttenti
 
 
 class RoutedImageBlock(nn.Module):
-    """x (b, h, w, dim) -> (b, h, w, dim): x + attn(x), then + ff(x) on the flattened map."""
+    """x (b, h, w, dim) -> (b, h, w, dim): x + attn(x), then + ff(x) on the flattened map.
+    route_input (b, h, w, dim): the model's embeddings, which key/value routers built with
+    kv_routed_by='embedding' score."""
 
     def __init__(self, dim: int, routing: Optional[RoutingConfig] = None):
         super().__init__()
@@ -29,23 +31,20 @@ class RoutedImageBlock(nn.Module):
             raise ValueError(f"light_position {r.light_position!r} is not available for image feature maps: "
                              "their light attention works in 2-D tiles; positions come from the model's table "
                              "(use light_position: none)")
-        if (r.heavy_queries, r.kv_routed_by) != ("routed", "hidden"):
-            raise ValueError(f"heavy_queries {r.heavy_queries!r} and kv_routed_by {r.kv_routed_by!r} are not "
-                             "available for image feature maps (use heavy_queries: routed, kv_routed_by: hidden)")
         common = dict(router_straight_through=r.router_straight_through, router_type=r.router_type,
                       router_kwargs=r.router_kwargs, heavy=r.heavy)
         self.attn = ConditionalRoutedImageAttention(
             dim, num_heavy_tokens_q=r.num_heavy_attn_tokens_q, num_heavy_tokens_kv=r.num_heavy_attn_tokens_kv,
             num_routed_kv=r.num_routed_kv, light_dim_head=r.light_dim_head, light_heads=r.light_heads,
             light_window_size=r.light_window_size, heavy_dim_head=r.heavy_dim_head, heavy_heads=r.heavy_heads,
-            kv_scaling=r.kv_scaling, **common)
+            kv_scaling=r.kv_scaling, heavy_queries=r.heavy_queries, kv_routed_by=r.kv_routed_by, **common)
         self.ff = ConditionalRoutedFeedForward(dim, num_heavy_tokens=r.num_heavy_ff_tokens,
                                                light_ff_mult=r.light_ff_mult, heavy_ff_mult=r.heavy_ff_mult,
                                                **common)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, route_input: Optional[Tensor] = None) -> Tensor:
         b, h, w, d = x.shape
-        x = x + self.attn(x)
+        x = x + self.attn(x, route_input=route_input)
         x = x.reshape(b, h * w, d)
         x = x + self.ff(x)
         return x.view(b, h, w, d)
@@ -96,11 +95,12 @@ class PatchTransformer(nn.Module):
     def features(self, images: Tensor, condition: Optional[Tensor] = None) -> Tensor:
         self.check_images(images)
         x = self.stem(images).permute(0, 2, 3, 1) + self.pos_emb  # (b, side, side, dim)
+        route_input = x  # what key/value routers built with kv_routed_by='embedding' score
         b, h, w, d = x.shape
         for block in self.blocks:
             if condition is not None:
                 x = x + condition.view(b, 1, 1, d).to(x.dtype)
-            x = block(x.reshape(b, h * w, d)).view(b, h, w, d) if self.dense else block(x)
+            x = block(x.reshape(b, h * w, d)).view(b, h, w, d) if self.dense else block(x, route_input)
         return self.norm(x)
 
 
