@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import statistics
 import time
 import warnings
 
@@ -83,6 +84,25 @@ def measure(args, context: int, dense: bool, precision: str) -> dict:
     return {"tokens_per_s": args.batch * context / seconds, "step_s": seconds, "peak_bytes": peak}
 
 
+def compare(args, context: int, precision: str) -> dict:
+    """Routed and dense measured in turn, `args.rounds` times: a machine whose speed drifts
+    between runs moves both models of a round alike, so the ratio is the median of the rounds'
+    ratios (each round's figures are kept)."""
+    rounds = []
+    for _ in range(args.rounds):
+        routed = measure(args, context, False, precision)
+        dense = measure(args, context, True, precision)
+        rounds.append({"routed": routed, "dense": dense,
+                       "routed_over_dense": routed["tokens_per_s"] / dense["tokens_per_s"]})
+    return {"context": context,
+            "routed": statistics.median(r["routed"]["tokens_per_s"] for r in rounds),
+            "dense": statistics.median(r["dense"]["tokens_per_s"] for r in rounds),
+            "routed_over_dense": statistics.median(r["routed_over_dense"] for r in rounds),
+            "round_ratios": [r["routed_over_dense"] for r in rounds],
+            "routed_peak_bytes": rounds[-1]["routed"]["peak_bytes"],
+            "dense_peak_bytes": rounds[-1]["dense"]["peak_bytes"]}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--contexts", type=int, nargs="+", default=[8192, 32768])
@@ -100,6 +120,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--heavy-queries", choices=["routed", "all"], default="routed",
                         help="the routed model's RoutingConfig.heavy_queries (all: the passkey decoder's)")
     parser.add_argument("--kv-routed-by", choices=["hidden", "embedding"], default="hidden")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="routed and dense measured in turn this many times; the ratio is the rounds' median")
     parser.add_argument("--json", default=None)
     parser.add_argument("--compile", choices=COMPILE_MODES, default="off",
                         help="the LightningModule's compile option, for both models")
@@ -111,19 +133,17 @@ def main(argv=None) -> dict:
         for noise in (".*does not have many workers", ".*no `val_dataloader`", r".*isinstance\(treespec, LeafSpec\)"):
             warnings.filterwarnings("ignore", message=noise)
         for context in args.contexts:
-            routed = measure(args, context, False, PRECISIONS[dtype_name])
-            dense = measure(args, context, True, PRECISIONS[dtype_name])
-            rows.append({"context": context, "routed": routed["tokens_per_s"], "dense": dense["tokens_per_s"],
-                         "routed_over_dense": routed["tokens_per_s"] / dense["tokens_per_s"],
-                         "routed_peak_bytes": routed["peak_bytes"], "dense_peak_bytes": dense["peak_bytes"]})
+            rows.append(compare(args, context, PRECISIONS[dtype_name]))
     payload = {"machine": machine(), "dtype": dtype_name, "config": vars(args), "rows": rows}
     print(f"# {payload['machine']['device']}, torch {payload['machine']['torch']}, {dtype_name}, "
           f"LanguageModelModule training steps through a Trainer")
-    print(f"{'context':>8} {'routed tok/s':>13} {'dense tok/s':>12} {'routed/dense':>13} {'peak GiB r/d':>14}")
+    print(f"{'context':>8} {'routed tok/s':>13} {'dense tok/s':>12} {'routed/dense':>13} {'peak GiB r/d':>14}"
+          f"  rounds' ratios")
     for r in rows:
         peak = ("-" if r["routed_peak_bytes"] is None
                 else f"{r['routed_peak_bytes'] / 2**30:.2f}/{r['dense_peak_bytes'] / 2**30:.2f}")
-        print(f"{r['context']:>8} {r['routed']:13.0f} {r['dense']:12.0f} {r['routed_over_dense']:13.2f} {peak:>14}")
+        print(f"{r['context']:>8} {r['routed']:13.0f} {r['dense']:12.0f} {r['routed_over_dense']:13.2f} {peak:>14}"
+              f"  {' '.join(f'{x:.2f}' for x in r['round_ratios'])}")
     write_json(args.json, payload)
     return payload
 

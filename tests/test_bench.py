@@ -37,6 +37,23 @@ def test_throughput_times_the_lightning_modules_own_training_step(monkeypatch):
     assert calls == [False] * 3 + [True] * 3  # one warm-up and two timed steps per model
 
 
+def test_throughput_rounds_alternate_the_models_and_report_the_median_ratio(monkeypatch):
+    speeds = iter([(300.0, 100.0), (100.0, 100.0), (500.0, 100.0)])  # (routed, dense) tokens/s per round
+    current, order = {}, []
+
+    def fake_measure(args, context, dense, precision):
+        order.append("dense" if dense else "routed")
+        if not dense:
+            current["round"] = next(speeds)
+        return {"tokens_per_s": current["round"][dense], "step_s": 1.0, "peak_bytes": None}
+
+    monkeypatch.setattr(throughput, "measure", fake_measure)
+    row = throughput.main(["--contexts", "64", "--rounds", "3"])["rows"][0]
+    assert order == ["routed", "dense"] * 3
+    assert row["round_ratios"] == [3.0, 1.0, 5.0]
+    assert row["routed_over_dense"] == 3.0 and row["routed"] == 300.0
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("method", ["exact", "iterative"])
 def test_fused_coor_descent_matches_eager_on_cuda(method):
