@@ -313,6 +313,50 @@ def test_score_noise_changes_training_routes_but_never_eval_routes(make):
     assert torch.equal(router(x, num_tokens=12).indices, router(x, num_tokens=12).indices)
 
 
+@pytest.mark.parametrize("make", [lambda: Router(DIM, score_noise=1.0, eval_noise="fixed"),
+                                  lambda: causal_router(score_noise=1.0, eval_noise="fixed")], ids=["router", "causal"])
+def test_fixed_eval_noise_breaks_ties_the_same_way_for_every_input_and_call(make):
+    router = make().eval()
+    x = torch.randn(1, 1, DIM).expand(2, 96, DIM)  # every token alike: every score ties
+    first, again = router(x, num_tokens=12), router(x, num_tokens=12)
+    assert torch.equal(first.indices, again.indices) and torch.equal(first.weights, again.weights)
+    assert torch.equal(first.indices[0], first.indices[1])  # one draw for every input of the batch
+    router.eval_noise = "none"
+    assert not torch.equal(router(x, num_tokens=12).scores, first.scores)
+
+
+@pytest.mark.parametrize("make", [lambda: Router(DIM, score_noise=1.0, eval_noise="fixed"),
+                                  lambda: causal_router(score_noise=1.0, eval_noise="fixed")], ids=["router", "causal"])
+def test_fixed_eval_noise_leaves_training_noise_fresh(make):
+    router = make().train()
+    x = torch.randn(2, 48, DIM)
+    assert not torch.equal(router(x, num_tokens=12).scores, router(x, num_tokens=12).scores)
+
+
+@settings(max_examples=20, deadline=None)
+@given(short=st.integers(1, 2100), extra=st.integers(0, 2100), routes=st.integers(1, 3))
+def test_fixed_noise_of_a_prefix_is_the_prefix_of_the_longer_draw(short, extra, routes):
+    from colt5_lightning.routing.router import fixed_noise
+    assert torch.equal(fixed_noise(routes, short), fixed_noise(routes, short + extra)[:, :short])
+
+
+@pytest.mark.parametrize("t", [3, 20, 39])
+def test_a_causal_router_with_fixed_eval_noise_decides_up_to_t_without_the_tokens_after_t(t):
+    router = causal_router(score_noise=1.0, eval_noise="fixed")
+    x = torch.randn(2, 48, DIM)
+    y = x.clone()
+    y[:, t + 1:] = torch.randn(2, 48 - t - 1, DIM) * 3
+    c1, c2 = (routed_positions(router(v, num_tokens=12), 48)[:, 0] for v in (x, y))
+    assert torch.equal(c1[:, : t + 1], c2[:, : t + 1])
+
+
+@pytest.mark.parametrize("make", [lambda **kw: Router(DIM, **kw), lambda **kw: causal_router(**kw)],
+                         ids=["router", "causal"])
+def test_an_unknown_eval_noise_is_named(make):
+    with pytest.raises(ValueError, match="eval_noise"):
+        make(eval_noise="random")
+
+
 def test_negative_score_noise_is_named():
     with pytest.raises(ValueError, match="score_noise"):
         Router(DIM, score_noise=-1.0)

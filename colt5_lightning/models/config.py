@@ -33,7 +33,8 @@ class RoutingConfig:
         router_straight_through: routed outputs scaled by 1 in the forward pass, the router's
             weight still carrying the gradient (colt5-attention's default is True).
         router_type: the soft top-k of every router: coor_descent, sinkhorn or cum_softmax.
-        router_kwargs: further Router arguments, e.g. {score_noise: 1.0} or {n_iters: 50}.
+        router_kwargs: further Router arguments, e.g. {score_noise: 1.0}, {score_noise: 1.0,
+            eval_noise: fixed} (the noise kept in eval as one fixed draw) or {n_iters: 50}.
         kv_scaling: how the key/value router's weights enter the heavy attention: "inputs" (the
             paper: keys and values) or "values" (colt5-attention: values only).
         heavy: false drops every heavy branch and its routers (the light-only ablation).

@@ -34,7 +34,8 @@ from torch import Tensor, nn
 
 from .. import _checks
 from .gather import gather_tokens
-from .router import Routing, adjust_scores, named_errors, raw_scores, reference_router_keywords, scored_input
+from .router import (EVAL_NOISES, Routing, adjust_scores, named_errors, raw_scores, reference_router_keywords,
+                     score_noise_for, scored_input)
 from .soft_topk import _check_finite, dual_per_row, eps_schedule
 
 
@@ -158,7 +159,7 @@ class CausalRouter(nn.Module):
                  score_noise: float = 0.0, route_first_segment: bool = False,
                  router_type: str = "coor_descent", detach_input: bool = False, fetch_k_ratio: Optional[float] = None,
                  cosine_sim_routing: bool = False, cosine_sim_scale: float = 8.0, use_triton: bool = False,
-                 triton_checkpoint_segments: Optional[int] = None):
+                 triton_checkpoint_segments: Optional[int] = None, eval_noise: str = "none"):
         super().__init__()
         self.dim = _checks.positive_int("dim", dim)
         self.segment_size = _checks.positive_int("segment_size", segment_size)
@@ -177,6 +178,7 @@ class CausalRouter(nn.Module):
             raise ValueError(f"burst must be a fraction of the routed slots in [0, 1], got {burst}")
         self.burst = float(burst)
         self.score_noise = _checks.non_negative_number("score_noise", score_noise)
+        self.eval_noise = _checks.one_of("eval_noise", eval_noise, EVAL_NOISES)  # as Router's
         self.route_first_segment = bool(route_first_segment)
         self.label = "causal router"  # its module path once a NonFiniteGuard has named it
         self.forced: Optional[Tensor] = None  # (b, n) bool: positions routed by hand (see routing.oracle)
@@ -213,7 +215,7 @@ class CausalRouter(nn.Module):
         reference = self.reference_len or n
         clean = raw_scores(scored_input(x, score_input, self.detach_input), self.routing_tokens,
                            self.cosine_sim_scale)  # (b, r, n)
-        noise = self.score_noise if self.training else 0.0
+        noise = score_noise_for(clean, self.score_noise, self.training, self.eval_noise)
         scores = adjust_scores(clean, noise, self.forced, random_route)
         valid = (torch.ones(b, n, dtype=torch.bool, device=x.device) if mask is None else mask)
         valid = valid.unsqueeze(1).expand(b, r, n)
