@@ -36,8 +36,11 @@ def step_so_far(path: Path) -> int:
 def test_sigkill_mid_run_leaves_a_checkpoint_the_rerun_continues_from(tmp_path):
     ckpt = tmp_path / "ckpt"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLT5_CACHE_DIR": str(tmp_path / "cache")}
+    # SIGINT back to its default in the child: a suite started in the background (`cmd &`) inherits
+    # it ignored, and the child's Python would then never see the Ctrl+C the test sends
     proc = subprocess.Popen([*RUN, "--trainer.max_steps", "100000", "--checkpoint.dirpath", str(ckpt)],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while step_so_far(ckpt / "last.ckpt") < 10:
@@ -66,8 +69,11 @@ def test_last_checkpoint_holds_the_final_step_when_it_is_not_a_multiple_of_the_s
 def run_until_checkpoint(tmp_path, ckpt: Path, min_step: int):
     """Starts a real training process and returns it once last.ckpt holds step >= min_step."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLT5_CACHE_DIR": str(tmp_path / "cache")}
+    # SIGINT back to its default in the child: a suite started in the background (`cmd &`) inherits
+    # it ignored, and the child's Python would then never see the Ctrl+C the test sends
     proc = subprocess.Popen([*RUN, "--trainer.max_steps", "100000", "--checkpoint.dirpath", str(ckpt)],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while step_so_far(ckpt / "last.ckpt") < min_step:
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -85,7 +91,11 @@ def test_a_signalled_run_saves_its_step_exits_non_zero_and_resumes(tmp_path, sig
     proc, env = run_until_checkpoint(tmp_path, ckpt, 10)
     periodic = saved_step(ckpt / "last.ckpt")
     proc.send_signal(sig)
-    _, stderr = proc.communicate(timeout=120)
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"the run ignored {sig.name} for 120 s: " + proc.communicate()[1].decode()[-2000:])
     assert proc.returncode == code, stderr.decode()[-2000:]
     step = saved_step(ckpt / "last.ckpt")
     assert step >= periodic  # saved when the signal was handled, not only at the last multiple of 5
