@@ -36,11 +36,8 @@ def step_so_far(path: Path) -> int:
 def test_sigkill_mid_run_leaves_a_checkpoint_the_rerun_continues_from(tmp_path):
     ckpt = tmp_path / "ckpt"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLT5_CACHE_DIR": str(tmp_path / "cache")}
-    # SIGINT back to its default in the child: a suite started in the background (`cmd &`) inherits
-    # it ignored, and the child's Python would then never see the Ctrl+C the test sends
     proc = subprocess.Popen([*RUN, "--trainer.max_steps", "100000", "--checkpoint.dirpath", str(ckpt)],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
         while step_so_far(ckpt / "last.ckpt") < 10:
