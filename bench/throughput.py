@@ -126,6 +126,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--compile", choices=COMPILE_MODES, default="off",
                         help="the LightningModule's compile option, for both models")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     dtype_name = args.dtype or ("bf16" if args.device == "cuda" else "fp32")
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     rows = []

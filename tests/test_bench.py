@@ -54,6 +54,12 @@ def test_throughput_rounds_alternate_the_models_and_report_the_median_ratio(monk
     assert row["routed_over_dense"] == 3.0 and row["routed"] == 300.0
 
 
+def test_throughput_rounds_below_one_are_refused(capsys):
+    with pytest.raises(SystemExit):
+        throughput.main(["--contexts", "64", "--rounds", "0"])
+    assert "--rounds must be at least 1" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("method", ["exact", "iterative"])
 def test_fused_coor_descent_matches_eager_on_cuda(method):

@@ -84,15 +84,13 @@ class HeavyAttention(nn.Module):
         null_k, null_v = (t.to(k.dtype).unsqueeze(0).expand(b, -1, -1, -1) for t in self.null_kv)
         k = torch.cat((null_k, k), dim=2)
         v = torch.cat((null_v, v), dim=2)
-        if r == 1:  # one mask for all heads, broadcast by SDPA: with every position a query it is (n, m_kv)
-            mask = kv_mask.view(b, 1, 1, m_kv)
-            if attn_mask is not None:
-                mask = mask & attn_mask[:, :, 0].unsqueeze(1)  # (b, 1, m_q, m_kv)
-        else:
-            mask = kv_mask.view(b, r, 1, 1, m_kv).expand(b, r, hr, 1, m_kv).reshape(b, h, 1, m_kv)
-            if attn_mask is not None:
-                per_route = attn_mask.permute(0, 2, 1, 3).unsqueeze(2)  # (b, r, 1, m_q, m_kv)
-                mask = mask & per_route.expand(b, r, hr, m_q, m_kv).reshape(b, h, m_q, m_kv)
+        mask = kv_mask.view(b, r, 1, m_kv)
+        if attn_mask is not None:
+            mask = mask & attn_mask.permute(0, 2, 1, 3)  # (b, r, m_q, m_kv)
+        # route j's mask serves its hr heads; with one route SDPA broadcasts it over all heads
+        # instead of a copy per head (with every position a causal query it is n × m_kv)
+        if r > 1:
+            mask = mask.unsqueeze(2).expand(b, r, hr, *mask.shape[2:]).reshape(b, h, *mask.shape[2:])
         mask = F.pad(mask, (1, 0), value=True)  # the null key is always visible
         out = F.scaled_dot_product_attention(q, k, v.to(q.dtype), attn_mask=mask)
         return self.to_out(out.transpose(1, 2).reshape(b, m_q, h * d))

@@ -6,6 +6,8 @@ to models that are not monitored.
 """
 from __future__ import annotations
 
+import functools
+
 from contextlib import contextmanager
 
 from dataclasses import dataclass
@@ -115,13 +117,19 @@ EVAL_NOISES = ("none", "fixed")
 _FIXED_NOISE_SEED, _FIXED_NOISE_CHUNK = 0, 1024
 
 
+@functools.lru_cache(maxsize=16)
+def _fixed_noise_chunks(routes: int, chunks: int, device: str) -> Tensor:
+    return torch.cat([torch.randn(routes, _FIXED_NOISE_CHUNK,
+                                  generator=torch.Generator().manual_seed(_FIXED_NOISE_SEED + c))
+                      for c in range(chunks)], -1).to(device)
+
+
 def fixed_noise(routes: int, n: int, device=None) -> Tensor:
     """(routes, n) standard normal draws that depend only on (route, position): chunk c of
     _FIXED_NOISE_CHUNK positions comes from its own seeded generator, so a prefix gets the values
-    a longer sequence has there (causal routing's prefix property), every call and every input alike."""
-    chunks = [torch.randn(routes, _FIXED_NOISE_CHUNK, generator=torch.Generator().manual_seed(_FIXED_NOISE_SEED + c))
-              for c in range(-(-n // _FIXED_NOISE_CHUNK))]
-    return torch.cat(chunks, -1)[:, :n].to(device)
+    a longer sequence has there (causal routing's prefix property), every call and every input
+    alike. Drawn once per size and device, not at every router call (generation calls them per token)."""
+    return _fixed_noise_chunks(routes, -(-n // _FIXED_NOISE_CHUNK), str(torch.device(device or "cpu")))[:, :n]
 
 
 def score_noise_for(scores: Tensor, std: float, training: bool, eval_noise: str) -> Optional[Tensor]:
