@@ -46,6 +46,7 @@ DATA_TO_MODEL = {
     "image_size": ("image_size",),
     "in_channels": ("in_channels",),
     "num_readout": ("num_readout",),
+    "readout": ("readout",),
 }
 
 

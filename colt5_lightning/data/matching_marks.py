@@ -25,6 +25,11 @@ def far_apart_positions(rng: np.random.Generator, image_size: int, min_distance:
             return positions
 
 
+def noise_map(rng: np.random.Generator, channels: int, size: int, noise: float) -> np.ndarray:
+    """(channels, size, size) float32 Gaussian background with standard deviation noise."""
+    return (rng.standard_normal((channels, size, size)) * noise).astype(np.float32)
+
+
 class MatchingMarksDataset(StreamSamples):
     """``num_samples`` maps of one seed stream, drawn on demand."""
 
@@ -43,7 +48,7 @@ class MatchingMarksDataset(StreamSamples):
         # the second colour: the first one, or any other with equal chance
         second = first if label else (first + int(rng.integers(1, self.num_colors))) % self.num_colors
         size = self.image_size
-        image = (rng.standard_normal((self.num_colors, size, size)) * self.noise).astype(np.float32)
+        image = noise_map(rng, self.num_colors, size, self.noise)
         route_mask = np.zeros((size, size), dtype=bool)
         for (row, col), color in zip(far_apart_positions(rng, size, self.min_distance), (first, second)):
             image[color, row, col] += 1.0

@@ -2,7 +2,7 @@
 PatchTransformer, is shared with the diffusion denoiser).
 
 conv patch stem -> + learned 2-D positions -> N × (routed image attention, routed FF) -> LayerNorm
--> mean over patches -> linear head. The light attention works in light_window_size ×
+-> mean over patches (or the top-left patch, readout="corner") -> linear head. The light attention works in light_window_size ×
 light_window_size tiles of the map, the heavy branch over routed patches of the whole map;
 the feed-forward routes over the flattened map. `dense=True` uses dense pre-norm blocks of the
 same width and depth over the flattened map instead.
@@ -104,15 +104,22 @@ class PatchTransformer(nn.Module):
         return self.norm(x)
 
 
+IMAGE_READOUTS = ("mean", "corner")
+
+
 class CoLT5ImageClassifier(PatchTransformer):
-    """images (b, in_channels, image_size, image_size) float -> logits (b, num_classes)."""
+    """images (b, in_channels, image_size, image_size) float -> logits (b, num_classes).
+    readout: classify the mean of the patches' features ("mean") or the top-left patch's ("corner",
+    a fixed place the answer must be brought to, as the passkey's readout positions)."""
 
     def __init__(self, image_size: int = 32, in_channels: int = 1, num_classes: int = 2, patch_size: int = 1,
                  dim: int = 128, depth: int = 4, *, routing: Optional[RoutingConfig] = None,
-                 dense: bool = False):
+                 dense: bool = False, readout: str = "mean"):
         super().__init__(image_size, in_channels, patch_size, dim, depth, routing, dense)
         self.num_classes = _checks.positive_int("num_classes", num_classes)
+        self.readout = _checks.one_of("readout", readout, IMAGE_READOUTS)
         self.head = nn.Linear(dim, num_classes)
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.head(self.features(images).mean(dim=(1, 2)))
+        features = self.features(images)
+        return self.head(features.mean(dim=(1, 2)) if self.readout == "mean" else features[:, 0, 0])

@@ -178,6 +178,8 @@ class ImageClassificationModule(ClassificationModule):
         routing: the routed blocks' settings (RoutingConfig), one `routing:` block; the light
             window is a light_window_size × light_window_size tile of the feature map.
         dense: dense blocks over the flattened map instead of routed ones (the baseline).
+        readout: classify the mean of the patches ("mean") or the top-left patch ("corner"; linked
+            from the data where it says, as MarkColourDataModule does).
         optim: AdamW and its schedule (OptimConfig), one `optim:` block.
         oracle_routing: route each batch's "route_mask" pixels by hand (a diagnostic; with patch_size 1,
             as MatchingMarksDataModule gives them).
@@ -189,11 +191,11 @@ class ImageClassificationModule(ClassificationModule):
 
     def __init__(self, image_size: int = 32, in_channels: int = 1, num_classes: int = 2, patch_size: int = 1,
                  dim: int = 128, depth: int = 4, routing: RoutingConfig = RoutingConfig(), dense: bool = False,
-                 optim: OptimConfig = OptimConfig(), oracle_routing: bool = False, compile: str = "off",
-                 route_supervision: float = 0.0):
+                 readout: str = "mean", optim: OptimConfig = OptimConfig(), oracle_routing: bool = False,
+                 compile: str = "off", route_supervision: float = 0.0):
         config = RoutingConfig.of(routing)
         routing, optim = asdict(config), asdict(OptimConfig.of(optim))  # plain data in the hyper-parameters
         model = CoLT5ImageClassifier(image_size, in_channels, num_classes, patch_size, dim, depth,
-                                     routing=config, dense=dense)
+                                     routing=config, dense=dense, readout=readout)
         super().__init__(model, num_classes, optim=optim, oracle_routing=oracle_routing, compile=compile,
                          route_supervision=route_supervision)

@@ -1,0 +1,118 @@
+"""Mark colour: which colour is the one mark on a noisy feature map, read out far away from it?
+
+A task whose evidence lies outside the readout's local window by construction, with a first-order
+signal for a router: the answer is read at the map's top-left pixel (``readout = "corner"``), and
+the single mark lies at least ``min_distance`` pixels from it along rows or columns, so a model that
+only mixes pixels inside tiles of that size (or smaller) never brings the mark to the readout.
+Unlike matching marks, routing the mark alone is enough to answer.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from . import _args
+from ._base import SeededDataModule
+from ._seeding import TRAIN_STREAM, VAL_STREAM, StreamSamples
+from .matching_marks import noise_map
+
+
+def position_far_from_corner(rng: np.random.Generator, image_size: int, min_distance: int) -> tuple:
+    """Row, column of a pixel at a Chebyshev distance of at least min_distance from (0, 0), uniform
+    over such pixels (rejection sampling; min_distance ≤ image_size - 1 keeps it possible)."""
+    while True:
+        row, col = (int(v) for v in rng.integers(0, image_size, size=2))
+        if max(row, col) >= min_distance:
+            return row, col
+
+
+class MarkColourDataset(StreamSamples):
+    """``num_samples`` maps of one seed stream, drawn on demand."""
+
+    def __init__(self, image_size: int, num_colors: int, min_distance: int, noise: float, num_samples: int,
+                 seed: int, stream: int) -> None:
+        super().__init__(num_samples, seed, stream)
+        self.image_size = image_size
+        self.num_colors = num_colors
+        self.min_distance = min_distance
+        self.noise = noise
+
+    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
+        rng = self.rng(int(index))
+        colour = int(rng.integers(0, self.num_colors))
+        size = self.image_size
+        image = noise_map(rng, self.num_colors, size, self.noise)
+        row, col = position_far_from_corner(rng, size, self.min_distance)
+        image[colour, row, col] += 1.0
+        route_mask = np.zeros((size, size), dtype=bool)
+        route_mask[row, col] = route_mask[0, 0] = True  # the evidence and the pixel that reads it
+        return {"inputs": torch.from_numpy(image), "label": torch.tensor(colour, dtype=torch.long),
+                "route_mask": torch.from_numpy(route_mask.reshape(-1))}
+
+
+class MarkColourDataModule(SeededDataModule):
+    """Feature maps with one mark far from the top-left pixel; the label is the mark's colour.
+
+    Each map has ``num_colors`` channels of Gaussian noise (std ``noise``). One pixel at a
+    Chebyshev distance of at least ``min_distance`` from the top-left pixel carries a mark: +1 in
+    the channel of its colour; the label is that colour (chance 1 / num_colors). The model reads
+    its answer at the top-left pixel (``readout``, linked to the image classifier), so with
+    ``min_distance`` at least the light branch's tile size only routed (or dense) attention can
+    bring the mark there.
+
+    Args:
+        image_size: height and width of the map.
+        num_colors: colours, one channel each (at least 2); the classes.
+        min_distance: least Chebyshev distance between the mark and the top-left pixel
+            (1 to image_size - 1).
+        noise: standard deviation of the background noise (≥ 0).
+        batch_size: samples per batch.
+        train_samples: training set size; sample i is a pure function of (seed, i).
+        val_samples: validation set size, from a seed stream disjoint from training.
+        seed: seeds the samples and the training order.
+        num_workers: DataLoader worker processes.
+
+    Batches: ``{"inputs": FloatTensor (B, num_colors, H, W), "label": LongTensor (B,),
+    "route_mask": BoolTensor (B, H * W)}``; ``route_mask`` marks the marked pixel and the
+    top-left readout pixel in the flattened map, the tokens an oracle router would pick when the
+    model's patch size is 1.
+    """
+
+    readout = "corner"
+
+    def __init__(
+        self,
+        image_size: int = 16,
+        num_colors: int = 8,
+        min_distance: int = 8,
+        noise: float = 0.2,
+        batch_size: int = 32,
+        train_samples: int = 1_000_000,
+        val_samples: int = 1000,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
+        self.image_size = _args.int_at_least("image_size", image_size, 2, "a mark away from the corner")
+        self.num_colors = _args.int_at_least("num_colors", num_colors, 2, "with one, every answer is right")
+        self.min_distance = _args.positive_int("min_distance", min_distance)
+        _args.at_most("min_distance", self.min_distance, "image_size - 1", self.image_size - 1)
+        self.noise = _args.finite_non_negative("noise", noise)
+        self.train_samples = _args.positive_int("train_samples", train_samples)
+        self.val_samples = _args.positive_int("val_samples", val_samples)
+        self.save_hyperparameters()
+
+    @property
+    def in_channels(self) -> int:
+        return self.num_colors
+
+    @property
+    def num_classes(self) -> int:
+        return self.num_colors
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        config = (self.image_size, self.num_colors, self.min_distance, self.noise)
+        self._train = MarkColourDataset(*config, self.train_samples, self.seed, TRAIN_STREAM)
+        self._val = MarkColourDataset(*config, self.val_samples, self.seed, VAL_STREAM)
