@@ -92,6 +92,10 @@ RECIPES = {
         [*cfg("recipes/image_feature_map/matching_marks.yaml"), "--model.init_args.dim", "16",
          "--data.init_args.image_size", "8", "--data.init_args.min_distance", "4",
          "--data.init_args.batch_size", "4", "--data.init_args.val_samples", "4"]),
+    "recipes/image_feature_map/mark_colour.yaml": (
+        [*cfg("recipes/image_feature_map/mark_colour.yaml"), "--model.init_args.dim", "16",
+         "--data.init_args.image_size", "8", "--data.init_args.min_distance", "4",
+         "--data.init_args.batch_size", "4", "--data.init_args.val_samples", "4"]),
     "recipes/image_feature_map/diffusion_pathfinder.yaml": (
         [*cfg("recipes/image_feature_map/diffusion_pathfinder.yaml"), "--model.init_args.dim", "16",
          "--model.init_args.depth", "1", "--model.init_args.sample_steps", "2", "--model.init_args.num_samples", "2",
@@ -184,6 +188,13 @@ def test_image_size_comes_from_the_data():
                   "--data.init_args.image_size", "64", "--model.init_args.image_size", "32"], run=False)
     assert result.model.hparams.image_size == result.datamodule.image_size == 64
     assert result.model.model.image_size == 64
+
+
+def test_image_readout_comes_from_the_data():
+    recipe = [*cfg("recipes/image_feature_map/mark_colour.yaml"), "--model.init_args.readout", "mean"]
+    assert cli(recipe, run=False).model.model.readout == "corner"
+    marks = cfg("recipes/image_feature_map/matching_marks.yaml")  # its data says nothing: the model's default
+    assert cli(marks, run=False).model.model.readout == "mean"
 
 
 def test_sequence_sizes_come_from_the_data():

@@ -49,6 +49,7 @@ STACKS = {
     "configs/trainer/multinode.yaml": (["configs/model/lm/tiny.yaml", LM_DATA, "configs/trainer/ddp.yaml"], []),
     # recipes: complete, each alone (the GPU LM recipes pull in their presets through base_configs)
     "recipes/image_feature_map/diffusion_pathfinder.yaml": ([], []),
+    "recipes/image_feature_map/mark_colour.yaml": ([], []),
     "recipes/image_feature_map/matching_marks.yaml": ([], []),
     "recipes/image_feature_map/pathfinder.yaml": ([], []),
     "recipes/image_feature_map/vit_pathfinder.yaml": ([], []),
@@ -61,7 +62,7 @@ STACKS = {
     "recipes/long_range/passkey_decoder.yaml": ([], []),
     "configs/model/light_only.yaml": (["configs/model/lm/tiny.yaml", LM_DATA], []),
 }
-LINKED = {"vocab_size", "seq_len", "max_seq_len", "num_classes", "image_size", "in_channels", "num_readout"}
+LINKED = {"vocab_size", "seq_len", "max_seq_len", "num_classes", "image_size", "in_channels", "num_readout", "readout"}
 TOP_LEVEL = {"base_configs", "seed_everything", "trainer", "model", "data", "checkpoint", "router_monitor", "optimizer",
              "lr_scheduler", "ckpt_path"}
 

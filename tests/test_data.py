@@ -18,6 +18,7 @@ from colt5_lightning.data import (
     ByteTextDataModule,
     FeatureMapDataModule,
     ListOpsDataModule,
+    MarkColourDataModule,
     MatchingMarksDataModule,
     PasskeyDataModule,
     PathfinderDataModule,
@@ -29,7 +30,7 @@ from colt5_lightning.data.listops_grammar import OPERATORS, depth, encode, gener
 from colt5_lightning.data.passkey import make_sample, min_seq_len
 
 ALL_MODULES = [ByteTextDataModule, PasskeyDataModule, ListOpsDataModule, PathfinderDataModule, MatchingMarksDataModule,
-               FeatureMapDataModule]
+               MarkColourDataModule, FeatureMapDataModule]
 
 
 def first_batch(dm, split: str = "train") -> dict:
@@ -100,8 +101,8 @@ def test_init_args_parse_with_jsonargparse(cls, tmp_path):
     assert config.data.seed == 3 and config.data.batch_size == 2
 
 
-@pytest.mark.parametrize("cls", [PasskeyDataModule, ListOpsDataModule, PathfinderDataModule, MatchingMarksDataModule],
-                         ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [PasskeyDataModule, ListOpsDataModule, PathfinderDataModule, MatchingMarksDataModule,
+                                 MarkColourDataModule], ids=lambda c: c.__name__)
 @pytest.mark.parametrize("bad", [{"batch_size": 0}, {"seed": 1.5}, {"num_workers": -1}, {"train_samples": 0}, {"val_samples": -2}])
 def test_shared_bad_arguments_name_the_argument(cls, bad):
     (name,) = bad
@@ -551,6 +552,54 @@ def test_matching_marks_no_single_colour_gives_away_the_label():
 def test_matching_marks_bad_arguments(bad, name):
     with pytest.raises(ValueError, match=name):
         MatchingMarksDataModule(**bad)
+
+
+# ----------------------------------------------------------------------------- Mark colour
+
+
+def colour_val_batch(**kwargs) -> dict:
+    kwargs = {"val_samples": 200, "batch_size": 200, **kwargs}
+    return first_batch(MarkColourDataModule(**kwargs), "val")
+
+
+def test_mark_colour_batch_format_and_readout():
+    dm = MarkColourDataModule(image_size=12, num_colors=3, min_distance=6, batch_size=2)
+    batch = first_batch(dm)
+    assert set(batch) == {"inputs", "label", "route_mask"}
+    assert batch["inputs"].shape == (2, 3, 12, 12) and batch["inputs"].dtype == torch.float32
+    assert batch["label"].shape == (2,) and batch["label"].dtype == torch.long
+    assert batch["route_mask"].shape == (2, 144) and batch["route_mask"].dtype == torch.bool
+    assert (dm.image_size, dm.in_channels, dm.num_classes, dm.readout) == (12, 3, 3, "corner")
+
+
+@pytest.mark.parametrize("min_distance", [1, 8, 15])
+def test_mark_colour_route_mask_is_the_corner_and_one_pixel_far_from_it(min_distance):
+    mask = colour_val_batch(image_size=16, min_distance=min_distance)["route_mask"].view(-1, 16, 16)
+    assert mask[:, 0, 0].all() and (mask.flatten(1).sum(1) == 2).all()
+    for sample in mask:
+        sample[0, 0] = False
+        ((row, col),) = sample.nonzero().tolist()
+        assert max(row, col) >= min_distance
+
+
+def test_mark_colour_label_is_the_colour_of_the_marked_pixel():
+    batch = colour_val_batch(noise=0.0, num_colors=5)
+    for image, label, mask in zip(batch["inputs"], batch["label"], batch["route_mask"]):
+        pixels = image.flatten(1)
+        assert pixels.abs().sum() == 1  # one mark, nothing else without noise
+        mark = pixels[:, mask].sum(1)  # the corner holds nothing
+        assert int(mark.argmax()) == int(label) and float(mark.max()) == 1.0
+    assert set(batch["label"].tolist()) == set(range(5))
+
+
+@pytest.mark.parametrize(
+    "bad, name",
+    [({"image_size": 1}, "image_size"), ({"num_colors": 1}, "num_colors"), ({"min_distance": 16}, "min_distance"),
+     ({"min_distance": 0}, "min_distance"), ({"noise": -0.1}, "noise"), ({"noise": float("nan")}, "noise")],
+)
+def test_mark_colour_bad_arguments(bad, name):
+    with pytest.raises(ValueError, match=name):
+        MarkColourDataModule(**bad)
 
 
 # ----------------------------------------------------------------------------- Pathfinder

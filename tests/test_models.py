@@ -120,6 +120,29 @@ def test_image_classifier_takes_channel_first_images(variant):
     assert model.stem.weight.grad is not None
 
 
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_image_classifier_corner_readout_classifies_the_top_left_patch(variant):
+    torch.manual_seed(0)
+    model = CoLT5ImageClassifier(image_size=8, in_channels=2, num_classes=3, readout="corner",
+                                 **{**IMAGE, **variant}).eval()
+    images = torch.randn(2, 2, 8, 8)
+    torch.testing.assert_close(model(images), model.head(model.features(images)[:, 0, 0]))
+
+
+def test_image_classifier_corner_readout_sees_only_its_tile_without_the_heavy_branch():
+    torch.manual_seed(0)
+    model = CoLT5ImageClassifier(image_size=8, in_channels=2, num_classes=3, readout="corner",
+                                 **{**IMAGE, "routing": IMAGE["routing"].replace(heavy=False)}).eval()
+    images = torch.randn(2, 2, 8, 8)
+    outside = images.clone()
+    outside[:, :, 4:, :] += 1.0  # every pixel outside the top-left 4x4 tile changes
+    outside[:, :, :, 4:] += 1.0
+    torch.testing.assert_close(model(outside), model(images))
+    inside = images.clone()
+    inside[:, :, 3, 3] += 1.0
+    assert not torch.allclose(model(inside), model(images))
+
+
 def test_encoder_shape_with_mask():
     encoder = CoLT5Encoder(**TINY)
     mask = torch.ones(2, 24, dtype=torch.bool)
@@ -141,9 +164,10 @@ def test_dense_switch_keeps_width_and_depth():
 @pytest.mark.parametrize("build, match", [
     (lambda: CoLT5ImageClassifier(image_size=15, patch_size=2, **TINY), "patch_size"),
     (lambda: CoLT5ImageClassifier(image_size=24, patch_size=2, **TINY), "light_window_size"),
+    (lambda: CoLT5ImageClassifier(image_size=16, readout="centre", **IMAGE), "readout"),
     (lambda: CoLT5LanguageModel(vocab_size=0), "vocab_size"),
     (lambda: CoLT5Encoder(**{**TINY, "routing": ROUTING.replace(router_type="nope")}), "router_type"),
-], ids=["patch", "window", "vocab", "router_type"])
+], ids=["patch", "window", "readout", "vocab", "router_type"])
 def test_bad_arguments_raise(build, match):
     with pytest.raises(ValueError, match=match):
         build()
