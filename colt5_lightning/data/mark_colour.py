@@ -8,15 +8,12 @@ Unlike matching marks, routing the mark alone is enough to answer.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 import torch
 
-from . import _args
-from ._base import SeededDataModule
-from ._seeding import TRAIN_STREAM, VAL_STREAM, StreamSamples
-from .matching_marks import noise_map
+from .marks_on_noise import MarksDataModule, MarksDataset, noise_map
 
 
 def position_far_from_corner(rng: np.random.Generator, image_size: int, min_distance: int) -> tuple:
@@ -28,17 +25,7 @@ def position_far_from_corner(rng: np.random.Generator, image_size: int, min_dist
             return row, col
 
 
-class MarkColourDataset(StreamSamples):
-    """``num_samples`` maps of one seed stream, drawn on demand."""
-
-    def __init__(self, image_size: int, num_colors: int, min_distance: int, noise: float, num_samples: int,
-                 seed: int, stream: int) -> None:
-        super().__init__(num_samples, seed, stream)
-        self.image_size = image_size
-        self.num_colors = num_colors
-        self.min_distance = min_distance
-        self.noise = noise
-
+class MarkColourDataset(MarksDataset):
     def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
         rng = self.rng(int(index))
         colour = int(rng.integers(0, self.num_colors))
@@ -52,7 +39,7 @@ class MarkColourDataset(StreamSamples):
                 "route_mask": torch.from_numpy(route_mask.reshape(-1))}
 
 
-class MarkColourDataModule(SeededDataModule):
+class MarkColourDataModule(MarksDataModule):
     """Feature maps with one mark far from the top-left pixel; the label is the mark's colour.
 
     Each map has ``num_colors`` channels of Gaussian noise (std ``noise``). One pixel at a
@@ -80,39 +67,9 @@ class MarkColourDataModule(SeededDataModule):
     model's patch size is 1.
     """
 
+    dataset = MarkColourDataset
     readout = "corner"
-
-    def __init__(
-        self,
-        image_size: int = 16,
-        num_colors: int = 8,
-        min_distance: int = 8,
-        noise: float = 0.2,
-        batch_size: int = 32,
-        train_samples: int = 1_000_000,
-        val_samples: int = 1000,
-        seed: int = 0,
-        num_workers: int = 0,
-    ) -> None:
-        super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
-        self.image_size = _args.int_at_least("image_size", image_size, 2, "a mark away from the corner")
-        self.num_colors = _args.int_at_least("num_colors", num_colors, 2, "with one, every answer is right")
-        self.min_distance = _args.positive_int("min_distance", min_distance)
-        _args.at_most("min_distance", self.min_distance, "image_size - 1", self.image_size - 1)
-        self.noise = _args.finite_non_negative("noise", noise)
-        self.train_samples = _args.positive_int("train_samples", train_samples)
-        self.val_samples = _args.positive_int("val_samples", val_samples)
-        self.save_hyperparameters()
-
-    @property
-    def in_channels(self) -> int:
-        return self.num_colors
 
     @property
     def num_classes(self) -> int:
         return self.num_colors
-
-    def setup(self, stage: Optional[str] = None) -> None:
-        config = (self.image_size, self.num_colors, self.min_distance, self.noise)
-        self._train = MarkColourDataset(*config, self.train_samples, self.seed, TRAIN_STREAM)
-        self._val = MarkColourDataset(*config, self.val_samples, self.seed, VAL_STREAM)
