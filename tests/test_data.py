@@ -549,9 +549,10 @@ def test_matching_marks_no_single_colour_gives_away_the_label():
      ({"min_distance": 0}, "min_distance"), ({"noise": -0.1}, "noise"), ({"noise": float("nan")}, "noise"),
      ({"noise": float("inf")}, "noise")],
 )
-def test_matching_marks_bad_arguments(bad, name):
+@pytest.mark.parametrize("cls", [MatchingMarksDataModule, MarkColourDataModule], ids=lambda c: c.__name__)
+def test_marks_on_noise_bad_arguments(cls, bad, name):
     with pytest.raises(ValueError, match=name):
-        MatchingMarksDataModule(**bad)
+        cls(**bad)
 
 
 # ----------------------------------------------------------------------------- Mark colour
@@ -590,16 +591,6 @@ def test_mark_colour_label_is_the_colour_of_the_marked_pixel():
         mark = pixels[:, mask].sum(1)  # the corner holds nothing
         assert int(mark.argmax()) == int(label) and float(mark.max()) == 1.0
     assert set(batch["label"].tolist()) == set(range(5))
-
-
-@pytest.mark.parametrize(
-    "bad, name",
-    [({"image_size": 1}, "image_size"), ({"num_colors": 1}, "num_colors"), ({"min_distance": 16}, "min_distance"),
-     ({"min_distance": 0}, "min_distance"), ({"noise": -0.1}, "noise"), ({"noise": float("nan")}, "noise")],
-)
-def test_mark_colour_bad_arguments(bad, name):
-    with pytest.raises(ValueError, match=name):
-        MarkColourDataModule(**bad)
 
 
 # ----------------------------------------------------------------------------- Pathfinder
