@@ -34,11 +34,14 @@ from .config_files import ConfigFileError, expand_base_configs
 from .training import LastCheckpoint, NonFiniteGuard, RandomStateCheckpoint, RouterMonitor
 from .training.checkpoint import PREVIOUS, READ_ERRORS, read_checkpoint, resumable_checkpoint
 from .training.progress import ParamsModelSummary, StepsProgressBar
-from .training.resume import describe, setting_differences, split_changes
+from .training.resume import describe, setting_differences, split_changes, with_defaults_of_newer_settings
 from .training.run_dirs import (ENV as RUN_DIR_ENV, LAST, RunDirError, claim_run_dir, find_checkpoint,
                                 is_worker_process, newest_run_with_checkpoint)
 
 # What a DataModule knows that the model must agree with: data attribute -> model init args.
+# A size the model does not take is left out (a wrapped model may get it another way); a data
+# attribute in MODEL_MUST_TAKE changes what the task means, so a model without it is an error.
+MODEL_MUST_TAKE = ("readout",)
 DATA_TO_MODEL = {
     "vocab_size": ("vocab_size",),
     "seq_len": ("seq_len", "max_seq_len"),
@@ -281,9 +284,12 @@ def check_model_matches_checkpoint(model_config, ckpt_path: str) -> None:
         fail(f"{ckpt_path} holds a {saved['_class_path'].rsplit('.', 1)[-1]}, but this run builds a "
              f"{class_path.rsplit('.', 1)[-1]}: pass the configs the checkpoint was trained with")
     try:
-        allowed = getattr(_import(class_path), "settings_a_resume_may_change", ()) if class_path else ()
+        module_class = _import(class_path) if class_path else None
     except (ImportError, AttributeError, ValueError):
-        allowed = ()
+        module_class = None
+    allowed = getattr(module_class, "settings_a_resume_may_change", ())
+    if module_class is not None:
+        saved = with_defaults_of_newer_settings(saved, module_class)
     refused, accepted = split_changes(setting_differences(saved, model_config.get("init_args") or {}), allowed)
     if refused:
         fail(f"{ckpt_path} was trained as another model ({describe(refused)}); its weights would be read by "
@@ -368,6 +374,10 @@ def link_data_to_model(config) -> None:
         if not hasattr(type(data), data_attr) and data_attr not in vars(data):
             continue
         value = getattr(data, data_attr)
+        if data_attr in MODEL_MUST_TAKE and not any(target in model_params for target in targets):
+            raise ValueError(f"{type(data).__name__} has {data_attr}={value!r}, which "
+                             f"{model_cfg['class_path'].rsplit('.', 1)[-1]} does not take: a model with a "
+                             f"{data_attr} argument must read it (colt5_lightning.training.ImageClassificationModule)")
         for target in targets:
             if target in model_params:
                 init_args[target] = value

@@ -197,6 +197,14 @@ def test_image_readout_comes_from_the_data():
     assert cli(marks, run=False).model.model.readout == "mean"
 
 
+def test_a_readout_the_model_cannot_take_is_one_error_naming_it(capsys):
+    with pytest.raises(SystemExit):
+        cli([*cfg("recipes/image_feature_map/vit_pathfinder.yaml"), "--trainer.accelerator", "cpu",
+             "--data", "colt5_lightning.data.MarkColourDataModule"], run=False)
+    err = capsys.readouterr().err
+    assert "readout='corner'" in err and "ClassificationModule does not take" in err
+
+
 def test_sequence_sizes_come_from_the_data():
     # SequenceClassificationModule has no defaults for vocab_size and num_classes: only the data gives them
     result = cli(TINY_LISTOPS, run=False)

@@ -1,7 +1,7 @@
 """training.resume: which settings of a checkpoint a run started from it may change."""
 import pytest
 
-from colt5_lightning.training.resume import setting_differences, split_changes
+from colt5_lightning.training.resume import setting_differences, split_changes, with_defaults_of_newer_settings
 
 
 def test_nested_settings_are_compared_by_dotted_key():
@@ -25,3 +25,14 @@ def test_a_group_named_as_changeable_covers_its_settings_and_nothing_else():
     refused, accepted = split_changes(differences, ["optim"])
     assert set(accepted) == {"optim.lr"}
     assert set(refused) == {"routing.light_window_size", "optimizer"}
+
+
+class _Module:
+    def __init__(self, dim: int = 64, readout: str = "mean", routing: dict = {"window": 4}, compile="off"):  # noqa: B006
+        pass
+
+
+def test_a_setting_added_after_the_checkpoint_counts_at_its_default():
+    saved = with_defaults_of_newer_settings({"dim": 32, "compile": "default"}, _Module)
+    assert saved == {"dim": 32, "compile": "default", "readout": "mean"}  # the saved values win
+    assert setting_differences(saved, {"dim": 32, "readout": "corner"}) == {"readout": ("mean", "corner")}

@@ -11,7 +11,7 @@ from typing import Dict
 import numpy as np
 import torch
 
-from .marks_on_noise import MarksDataModule, MarksDataset, noise_map
+from ._marks_on_noise import MarksDataModule, MarksDataset, noise_map
 
 
 def far_apart_positions(rng: np.random.Generator, image_size: int, min_distance: int) -> np.ndarray:
@@ -66,7 +66,7 @@ class MatchingMarksDataModule(MarksDataModule):
     model's patch size is 1.
     """
 
-    dataset = MatchingMarksDataset
+    dataset_class = MatchingMarksDataset
 
     @property
     def num_classes(self) -> int:

@@ -2,10 +2,10 @@
 PatchTransformer, is shared with the diffusion denoiser).
 
 conv patch stem -> + learned 2-D positions -> N × (routed image attention, routed FF) -> LayerNorm
--> mean over patches (or the top-left patch, readout="corner") -> linear head. The light attention works in light_window_size ×
-light_window_size tiles of the map, the heavy branch over routed patches of the whole map;
-the feed-forward routes over the flattened map. `dense=True` uses dense pre-norm blocks of the
-same width and depth over the flattened map instead.
+-> mean over patches (or the top-left patch: readout="corner") -> linear head. The light
+attention works in light_window_size × light_window_size tiles of the map, the heavy branch over
+routed patches of the whole map; the feed-forward routes over the flattened map. `dense=True`
+uses dense pre-norm blocks of the same width and depth over the flattened map instead.
 """
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ samples, diagnostics) may differ and are reported.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Dict, Iterable, Mapping, Tuple
 
 # keys Lightning's CLI adds to the saved hyper-parameters
@@ -34,6 +35,16 @@ def setting_differences(saved: Mapping[str, Any], requested: Mapping[str, Any]) 
     requested = flatten(requested)
     return {key: (saved[key], requested[key]) for key in sorted(saved.keys() & requested.keys())
             if saved[key] != requested[key]}
+
+
+def with_defaults_of_newer_settings(saved: Mapping[str, Any], module_class: type) -> Dict[str, Any]:
+    """saved plus, for each plain-valued argument of module_class that the checkpoint does not name
+    (a setting added after it was written), that argument's default: the model the checkpoint
+    holds had the behaviour the default keeps, so asking for another value is a change."""
+    plain = (str, int, float, bool, type(None))
+    defaults = {name: p.default for name, p in inspect.signature(module_class.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty and isinstance(p.default, plain)}
+    return {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
 
 
 def may_change(key: str, allowed: Iterable[str]) -> bool:

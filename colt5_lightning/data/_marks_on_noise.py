@@ -30,10 +30,11 @@ class MarksDataset(StreamSamples):
 
 
 class MarksDataModule(SeededDataModule):
-    """The shared arguments and setup; subclasses name their ``dataset`` class and ``num_classes``
-    and document the arguments (see MatchingMarksDataModule)."""
+    """The shared arguments and setup; subclasses set ``dataset_class`` (a MarksDataset with its
+    own ``__getitem__``) and ``num_classes``, and document the arguments (see
+    MatchingMarksDataModule)."""
 
-    dataset = MarksDataset
+    dataset_class: type = None
 
     def __init__(
         self,
@@ -47,6 +48,8 @@ class MarksDataModule(SeededDataModule):
         seed: int = 0,
         num_workers: int = 0,
     ) -> None:
+        if self.dataset_class is None:
+            raise TypeError(f"{type(self).__name__} draws no maps: use MatchingMarksDataModule or MarkColourDataModule")
         super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
         self.image_size = _args.int_at_least("image_size", image_size, 2, "two pixels at least 1 apart")
         self.num_colors = _args.int_at_least("num_colors", num_colors, 2, "with one, colour says nothing")
@@ -63,5 +66,5 @@ class MarksDataModule(SeededDataModule):
 
     def setup(self, stage: Optional[str] = None) -> None:
         config = (self.image_size, self.num_colors, self.min_distance, self.noise)
-        self._train = self.dataset(*config, self.train_samples, self.seed, TRAIN_STREAM)
-        self._val = self.dataset(*config, self.val_samples, self.seed, VAL_STREAM)
+        self._train = self.dataset_class(*config, self.train_samples, self.seed, TRAIN_STREAM)
+        self._val = self.dataset_class(*config, self.val_samples, self.seed, VAL_STREAM)
