@@ -505,14 +505,16 @@ def marks_val_batch(**kwargs) -> dict:
     return first_batch(MatchingMarksDataModule(**kwargs), "val")
 
 
-def test_matching_marks_batch_format():
-    dm = MatchingMarksDataModule(image_size=12, num_colors=3, min_distance=6, batch_size=2)
+@pytest.mark.parametrize("cls, num_classes, readout", [(MatchingMarksDataModule, 2, None), (MarkColourDataModule, 3, "corner")],
+                         ids=["MatchingMarks", "MarkColour"])
+def test_marks_on_noise_batch_format_and_what_the_model_is_told(cls, num_classes, readout):
+    dm = cls(image_size=12, num_colors=3, min_distance=6, batch_size=2)
     batch = first_batch(dm)
     assert set(batch) == {"inputs", "label", "route_mask"}
     assert batch["inputs"].shape == (2, 3, 12, 12) and batch["inputs"].dtype == torch.float32
     assert batch["label"].shape == (2,) and batch["label"].dtype == torch.long
     assert batch["route_mask"].shape == (2, 144) and batch["route_mask"].dtype == torch.bool
-    assert (dm.image_size, dm.in_channels, dm.num_classes) == (12, 3, 2)
+    assert (dm.image_size, dm.in_channels, dm.num_classes, getattr(dm, "readout", None)) == (12, 3, num_classes, readout)
 
 
 def test_matching_marks_route_mask_marks_two_pixels_far_apart():
@@ -581,16 +583,6 @@ def test_marks_on_noise_samples_stay_the_ones_the_recorded_runs_trained_on(cls):
 def colour_val_batch(**kwargs) -> dict:
     kwargs = {"val_samples": 200, "batch_size": 200, **kwargs}
     return first_batch(MarkColourDataModule(**kwargs), "val")
-
-
-def test_mark_colour_batch_format_and_readout():
-    dm = MarkColourDataModule(image_size=12, num_colors=3, min_distance=6, batch_size=2)
-    batch = first_batch(dm)
-    assert set(batch) == {"inputs", "label", "route_mask"}
-    assert batch["inputs"].shape == (2, 3, 12, 12) and batch["inputs"].dtype == torch.float32
-    assert batch["label"].shape == (2,) and batch["label"].dtype == torch.long
-    assert batch["route_mask"].shape == (2, 144) and batch["route_mask"].dtype == torch.bool
-    assert (dm.image_size, dm.in_channels, dm.num_classes, dm.readout) == (12, 3, 3, "corner")
 
 
 @pytest.mark.parametrize("min_distance", [1, 8, 15])
