@@ -478,6 +478,45 @@ def test_blocked_local_attention_is_an_exact_sliding_window(reach, n):
                                atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("reach", [(8, 8), (16, 0), (5, 3), (30, 0)], ids=["pm8", "causal16", "5back3fwd", "causal30"])
+@pytest.mark.parametrize("n", [5, 37])
+def test_blocked_local_attention_has_the_sliding_windows_gradients(reach, n):
+    """The look-around's own backward (strided adds) against autograd through the dense band mask,
+    including windows that reach past the sequence's start and end (n = 5: fewer blocks than
+    neighbours)."""
+    from colt5_lightning.layers.local_attention import blocked_local_attention
+    q, k, v = (torch.randn(2, n, 3, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    key_mask = torch.rand(2, n) > 0.2
+    grad_out = torch.randn(2, n, 3, 8, dtype=torch.float64)
+    got = torch.autograd.grad(blocked_local_attention(q, k, v, block=4, reach_back=reach[0], reach_forward=reach[1],
+                                                      key_mask=key_mask), (q, k, v), grad_out)
+    want = torch.autograd.grad(dense_reference_local_attention(q, k, v, *reach, key_mask), (q, k, v), grad_out)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+
+
+@pytest.mark.parametrize("offsets", [(2, 1, 0), (1, 0, -1), (4, 3, 2, 1, 0), (0, -1, -2)])
+@pytest.mark.parametrize("num_blocks", [1, 3, 6])
+@pytest.mark.parametrize("dtype, fill", [(torch.float64, 0.0), (torch.bool, False)])
+def test_look_around_places_block_j_minus_each_offset_and_fills_the_rest(offsets, num_blocks, dtype, fill):
+    from colt5_lightning.layers.local_attention import _look_around
+    blocks = torch.randn(2, num_blocks, 3, 4) > 0 if dtype is torch.bool else torch.randn(2, num_blocks, 3, 4,
+                                                                                           dtype=dtype)
+    got = _look_around(blocks, offsets, fill).view(2, num_blocks, len(offsets), 3, 4)
+    for j in range(num_blocks):
+        for slot, offset in enumerate(offsets):
+            source = j - offset
+            want = blocks[:, source] if 0 <= source < num_blocks else torch.full_like(blocks[:, 0], fill)
+            assert torch.equal(got[:, j, slot], want)
+
+
+@pytest.mark.parametrize("offsets", [(2, 1, 0), (1, 0, -1), (0, -1, -2)])
+def test_look_around_gradient_is_autograds(offsets):
+    from colt5_lightning.layers.local_attention import _look_around
+    blocks = torch.randn(2, 4, 3, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda b: _look_around(b, offsets, 0.0), (blocks,))
+
+
 @pytest.mark.parametrize("causal, seen", [(False, (48, 80)), (True, (32, 64))], ids=["bidirectional", "causal"])
 @pytest.mark.parametrize("position", ["none", "relative"])
 def test_the_light_window_reaches_as_far_as_colt5_attentions(causal, seen, position):

@@ -464,6 +464,26 @@ def test_window_duals_equal_the_exact_solve_on_the_whole_windows(seed, n, L, H, 
     assert (got[finite] - expected[finite]).abs().max().item() <= 1e-5 if finite.any() else True
 
 
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2 ** 16), n=st.integers(1, 100), L=st.sampled_from([1, 3, 8, 16]), H=st.integers(1, 6),
+       rates=st.lists(st.sampled_from([0.004, 0.02, 0.07, 0.25, 0.5, 1.0, 1.7]), min_size=1, max_size=3),
+       p_pad=st.sampled_from([0.0, 0.3, 0.9]))
+def test_window_duals_for_several_rates_equal_one_solve_per_rate(seed, n, L, H, rates, p_pad):
+    """A causal router solves its k and over-fetch thresholds in one pass; each must be the dual
+    its rate alone gives."""
+    g = torch.Generator().manual_seed(seed)
+    valid = torch.rand(2, 2, n, generator=g) >= p_pad
+    seg_scores = to_segments(torch.randn(2, 2, n, generator=g), L)
+    seg_valid = to_segments(valid, L, fill=False)
+    together = window_duals(seg_scores, seg_valid, H, tuple(rates), 0.03)
+    assert together.shape[0] == len(rates)
+    for rate, got in zip(rates, together):
+        alone = window_duals(seg_scores, seg_valid, H, rate, 0.03)
+        assert torch.equal(got == float("-inf"), alone == float("-inf"))
+        finite = torch.isfinite(alone)
+        torch.testing.assert_close(got[finite], alone[finite], atol=1e-5, rtol=0)
+
+
 def test_window_duals_name_non_finite_scores_like_the_whole_window_solve():
     seg_scores = torch.randn(1, 1, 4, 8)
     seg_valid = torch.ones(1, 1, 4, 8, dtype=torch.bool)

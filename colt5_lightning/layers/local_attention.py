@@ -17,25 +17,52 @@ from .rotary import RotaryEmbedding
 LIGHT_POSITIONS = ("none", "rotary", "relative")
 
 
+def _shifted_ranges(offsets, nw: int):
+    """For each offset o: (slot, dest_lo, dest_hi), the output blocks j in [dest_lo, dest_hi) whose
+    slot holds block j - o; the others lie before the start or past the end."""
+    return [(slot, min(max(o, 0), nw), max(min(nw + o, nw), 0)) for slot, o in enumerate(offsets)]
+
+
+class _LookAround(torch.autograd.Function):
+    """Strided block copies forward, strided adds backward: both run at memory speed, where an
+    index_select/index_add pair goes through per-index gathers (3-4× slower on CPU at the light
+    attention's sizes) and a padded copy."""
+
+    @staticmethod
+    def forward(ctx, blocks: Tensor, offsets: tuple, fill) -> Tensor:
+        b, nw = blocks.shape[:2]
+        out = blocks.new_empty(b, nw, len(offsets), *blocks.shape[2:])
+        for slot, lo, hi in _shifted_ranges(offsets, nw):
+            o = offsets[slot]
+            out[:, lo:hi, slot] = blocks[:, lo - o:hi - o]
+            out[:, :lo, slot] = fill
+            out[:, hi:, slot] = fill
+        ctx.offsets = offsets
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        nw = grad.shape[1]
+        # the block's own slot (offset 0) covers every block: copying it first saves zeroing the gradient
+        own = ctx.offsets.index(0) if 0 in ctx.offsets else None
+        grad_blocks = (grad[:, :, own].clone(memory_format=torch.contiguous_format) if own is not None
+                       else grad.new_zeros(grad.shape[:2] + grad.shape[3:]))
+        for slot, lo, hi in _shifted_ranges(ctx.offsets, nw):
+            if slot != own:
+                o = ctx.offsets[slot]
+                grad_blocks[:, lo - o:hi - o] += grad[:, lo:hi, slot]
+        return grad_blocks, None, None
+
+
 def _look_around(blocks: Tensor, offsets, fill) -> Tensor:
     """Blocks (b, nw, w, ...) -> (b, nw, len(offsets)·w, ...): block i followed by block i - o for
-    each offset o (1 = previous, 0 = itself, -1 = next), `fill` where that block does not exist.
-
-    One padded copy and one gather: the backward is a single index_add, where slice-wise
-    assignment would clone the whole gradient once per slice.
-    """
+    each offset o (1 = previous, 0 = itself, -1 = next), `fill` where that block does not exist."""
     b, nw, w = blocks.shape[:3]
-    rest = blocks.shape[3:]
-    if tuple(offsets) != tuple(range(offsets[0], offsets[0] - len(offsets), -1)):
+    offsets = tuple(offsets)
+    if offsets != tuple(range(offsets[0], offsets[0] - len(offsets), -1)):
         raise ValueError(f"offsets must descend by one (look_around_blocks gives them), got {offsets}")
-    before, after = max(max(offsets), 0), max(-min(offsets), 0)  # fill blocks at each end
-    padded = F.pad(blocks.reshape(b, nw * w, -1), (0, 0, before * w, after * w), value=fill)
-    # offsets as offsets[0] - arange: built on the device, where torch.tensor(offsets) would copy
-    # from the host at every call
-    offset = offsets[0] - torch.arange(len(offsets), device=blocks.device)
-    starts = (torch.arange(nw, device=blocks.device).view(nw, 1) + before - offset) * w
-    index = (starts.view(nw, len(offsets), 1) + torch.arange(w, device=blocks.device)).reshape(-1)
-    return padded.index_select(1, index).view(b, nw, len(offsets) * w, *rest)
+    return _LookAround.apply(blocks, offsets, fill).view(b, nw, len(offsets) * w, *blocks.shape[3:])
 
 
 def look_around_blocks(block: int, reach_back: int, reach_forward: int) -> tuple:

@@ -64,11 +64,13 @@ def _window_stack(stats: Tensor, history: int, fill) -> Tensor:
     return padded.unfold(-2, history, 1).transpose(-1, -2)
 
 
-def window_duals(seg_scores: Tensor, seg_valid: Tensor, segments: int, rate: float, eps: float) -> Tensor:
+def window_duals(seg_scores: Tensor, seg_valid: Tensor, segments: int, rate, eps: float) -> Tensor:
     """(b, r, S): the exact coordinate-descent dual of every window of `segments` segments before
     segment j, with budget rate·(valid tokens of the window); the same result as
     dual_per_row(windows_before(seg_scores, segments, 0.0), budget, windows_before(seg_valid, ...),
-    method="exact") without building or sorting the (S, segments·L) windows.
+    method="exact") without building or sorting the (S, segments·L) windows. rate may be a tuple
+    of rates: then (len(rate), b, r, S), one dual per rate from one pass over the candidates
+    (everything but the budget is shared).
 
     _dual_exact takes a = max_{c < k} a_c, a_c = ε ln(k − c) − ε ln Σ_{rank ≥ c} exp(s/ε). Only the
     top c < ⌈k⌉ ≤ K = ⌈rate·segments·L⌉ + 1 of a window (all of it if K ≥ L) are taken out of the sum, and they are
@@ -78,7 +80,8 @@ def window_duals(seg_scores: Tensor, seg_valid: Tensor, segments: int, rate: flo
     """
     *lead, S, L = seg_scores.shape
     H = segments
-    K = max(1, min(L, math.ceil(rate * H * L) + 1))  # ≥ ⌈k⌉ whatever float rounding does to k
+    rates = tuple(rate) if isinstance(rate, (tuple, list)) else (rate,)
+    K = max(1, min(L, math.ceil(max(rates) * H * L) + 1))  # ≥ ⌈k⌉ whatever float rounding does to k
     s, valid = seg_scores[..., :-1, :].float(), seg_valid[..., :-1, :]  # segment S-1 is in no window
     _check_finite(s, valid)
     with torch.no_grad():
@@ -104,7 +107,7 @@ def window_duals(seg_scores: Tensor, seg_valid: Tensor, segments: int, rate: flo
         # ln Σ over the window's ranks ≥ c: exact for c < min(K, H·L) ≥ ⌈k⌉, the only c with room > 0
         tail = torch.logcumsumexp(z.flip(-1), dim=-1).flip(-1)[..., :-1]
 
-        budget = rate * n_valid
+        budget = torch.stack([r * n_valid for r in rates])  # (rates, ..., S, 1)
         k = torch.minimum(budget, n_valid.float())  # as dual_per_row and _dual_exact, rounding included
         k_exact = torch.exp(torch.log(k.clamp_min(1e-30)))
         room = k_exact - torch.arange(H * K, device=s.device, dtype=torch.float32)
@@ -112,7 +115,8 @@ def window_duals(seg_scores: Tensor, seg_valid: Tensor, segments: int, rate: flo
         a_c = torch.where((room > 0) & torch.isfinite(tail), a_c, float("-inf"))
         a = a_c.amax(-1, keepdim=True)
         empty = (n_valid == 0) | (k <= 0)
-        return torch.where(empty, float("-inf"), a - shift)[..., 0]
+        duals = torch.where(empty, float("-inf"), a - shift)[..., 0]
+        return duals if isinstance(rate, (tuple, list)) else duals[0]
 
 
 def judging_window(slots: int, burst: int, reference_len: int, segment_size: int, history: int) -> tuple:
@@ -222,15 +226,26 @@ class CausalRouter(nn.Module):
 
         seg_scores, seg_valid = to_segments(scores.detach(), L), to_segments(valid, L, fill=False)
 
-        def threshold(slots: int) -> Tensor:  # (b, r, n): the dual each token is judged by
-            segments, rate = judging_window(slots, math.ceil(self.burst * slots), reference, L, self.history)
+        def raw_duals(slot_counts: tuple) -> list:  # [(b, r, S) per slot count, its window and rate]
+            judged = [judging_window(slots, math.ceil(self.burst * slots), reference, L, self.history)
+                      for slots in slot_counts]
             if self.solver["method"] == "exact":  # windows cut by the start route less
-                dual = window_duals(seg_scores, seg_valid, segments, rate, self.solver["eps"])  # (b, r, S)
-            else:
+                if len({segments for segments, _ in judged}) == 1:  # one pass over the candidates serves all
+                    duals = window_duals(seg_scores, seg_valid, judged[0][0], tuple(rate for _, rate in judged),
+                                         self.solver["eps"]).unbind(0)
+                else:
+                    duals = [window_duals(seg_scores, seg_valid, segments, rate, self.solver["eps"])
+                             for segments, rate in judged]
+                return list(zip(duals, judged))
+            out = []
+            for segments, rate in judged:
                 windows = windows_before(seg_scores, segments, 0.0)
                 window_valid = windows_before(seg_valid, segments, False)
                 budget = rate * window_valid.sum(-1, keepdim=True)
-                dual = dual_per_row(windows, budget, window_valid, **self.solver)[..., 0]
+                out.append((dual_per_row(windows, budget, window_valid, **self.solver)[..., 0], (segments, rate)))
+            return out
+
+        def threshold(dual: Tensor, segments: int, rate: float) -> Tensor:  # (b, r, n): each token's dual
             before = torch.maximum(dual, F.pad(dual[..., :-1], (1, 0), value=float("-inf")))
             if self.route_first_segment:  # segment 0 alone is judged by itself, with a full window's rate
                 own_valid = seg_valid[..., 0, :]
@@ -242,8 +257,8 @@ class CausalRouter(nn.Module):
         k = self.num_slots(num_tokens, n, training=False)
         m = self.num_slots(num_tokens, n)
         with named_errors(self.label):
-            a = threshold(k)
-            a_fetch = a if m == k else threshold(m)
+            thresholds = [threshold(dual, *judged) for dual, judged in raw_duals((k,) if m == k else (k, m))]
+        a, a_fetch = thresholds[0], thresholds[-1]
         eligible = valid & (scores.detach() + a_fetch >= 0)
 
         capacity = running_capacity(n, reference, m, math.ceil(self.burst * m), x.device)

@@ -109,9 +109,10 @@ class LanguageModelModule(pl.LightningModule):
         model = self.model if self._compiled_model is None else self._compiled_model
         return model(input_ids, mask)
 
-    def _loss(self, batch: dict) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    def _loss(self, batch: dict) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
         """Mean cross-entropy over scored targets, how many targets were scored, per sample
-        whether every scored target is the most likely token (the greedy answer is exact), and
+        whether every scored target is the most likely token (the greedy answer is exact; None
+        unless exact_match), and
         the routing-guidance loss (None unless training with loss_guided_routing)."""
         guided = self.training and self.hparams.loss_guided_routing > 0
         recorder = recording_router_scores(self.model) if guided else nullcontext(RecordedScores())
@@ -122,7 +123,9 @@ class LanguageModelModule(pl.LightningModule):
                                      reduction="none").view_as(targets)
         scored = targets != -100
         loss = token_loss.sum() / scored.sum()  # NaN when nothing is scored, as the mean reduction gives
-        exact = (((logits.argmax(-1) == targets) | ~scored).all(-1) & scored.any(-1)).float()
+        exact = None  # an argmax over the logits: only worth its time where it is logged
+        if self.hparams.exact_match:
+            exact = (((logits.argmax(-1) == targets) | ~scored).all(-1) & scored.any(-1)).float()
         guidance = None
         if router_scores.readers or router_scores.memories:
             valid = batch.get("mask")
@@ -156,7 +159,8 @@ class LanguageModelModule(pl.LightningModule):
         loss, count, exact, _ = self._loss(batch)
         if count > 0:
             self.val_loss.update(loss, weight=count)
-        self.val_exact.update(exact)
+        if exact is not None:
+            self.val_exact.update(exact)
 
     def on_validation_epoch_end(self) -> None:
         loss = self.val_loss.compute()  # synchronised across processes by torchmetrics
