@@ -511,6 +511,23 @@ def test_look_around_places_block_j_minus_each_offset_and_fills_the_rest(offsets
 
 
 @pytest.mark.parametrize("offsets", [(2, 1, 0), (1, 0, -1), (0, -1, -2)])
+def test_look_around_gradient_sums_in_a_gathers_order_bit_for_bit(offsets):
+    """Runs trained before the strided look-around (an index_select, whose backward index_add sums
+    a block's contributions by ascending offset) and after it must follow the same trajectory."""
+    from colt5_lightning.layers.local_attention import _look_around
+    blocks = torch.randn(2, 7, 32, 4, 8, requires_grad=True)
+    grad = torch.randn(2, 7, 3 * 32, 4, 8)
+    before, after = max(max(offsets), 0), max(-min(offsets), 0)
+    padded = torch.nn.functional.pad(blocks.reshape(2, 7 * 32, -1), (0, 0, before * 32, after * 32))
+    starts = torch.tensor([[(j + before - o) * 32 for o in offsets] for j in range(7)])
+    index = (starts.unsqueeze(-1) + torch.arange(32)).reshape(-1)
+    gathered = padded.index_select(1, index).view(2, 7, 3 * 32, 4, 8)
+    want, = torch.autograd.grad(gathered, blocks, grad)
+    got, = torch.autograd.grad(_look_around(blocks, offsets, 0.0), blocks, grad)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("offsets", [(2, 1, 0), (1, 0, -1), (0, -1, -2)])
 def test_look_around_gradient_is_autograds(offsets):
     from colt5_lightning.layers.local_attention import _look_around
     blocks = torch.randn(2, 4, 3, 2, dtype=torch.float64, requires_grad=True)

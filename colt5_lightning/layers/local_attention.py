@@ -44,11 +44,17 @@ class _LookAround(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
         nw = grad.shape[1]
-        # the block's own slot (offset 0) covers every block: copying it first saves zeroing the gradient
-        own = ctx.offsets.index(0) if 0 in ctx.offsets else None
-        grad_blocks = (grad[:, :, own].clone(memory_format=torch.contiguous_format) if own is not None
-                       else grad.new_zeros(grad.shape[:2] + grad.shape[3:]))
-        for slot, lo, hi in _shifted_ranges(ctx.offsets, nw):
+        # Added by ascending offset: the order in which an index_add over the look-around (this
+        # function's predecessor) summed them, so gradients stay the same bit for bit. The own
+        # slot (offset 0) covers every block; when it is among the first two terms (the causal and
+        # the bidirectional windows), copying it first saves zeroing the gradient (a + b = b + a).
+        ranges = sorted(_shifted_ranges(ctx.offsets, nw), key=lambda r: ctx.offsets[r[0]])
+        own = ctx.offsets.index(0) if 0 in sorted(ctx.offsets)[:2] else None
+        if own is None:
+            grad_blocks = grad.new_zeros(grad.shape[:2] + grad.shape[3:])
+        else:
+            grad_blocks = grad[:, :, own].clone(memory_format=torch.contiguous_format)
+        for slot, lo, hi in ranges:
             if slot != own:
                 o = ctx.offsets[slot]
                 grad_blocks[:, lo - o:hi - o] += grad[:, lo:hi, slot]
