@@ -495,7 +495,7 @@ def test_blocked_local_attention_has_the_sliding_windows_gradients(reach, n):
         torch.testing.assert_close(g, w)
 
 
-@pytest.mark.parametrize("offsets", [(2, 1, 0), (1, 0, -1), (4, 3, 2, 1, 0), (0, -1, -2)])
+@pytest.mark.parametrize("offsets", [(2, 1, 0), (1, 0, -1), (4, 3, 2, 1, 0), (0, -1, -2), (7, 6, 5)])
 @pytest.mark.parametrize("num_blocks", [1, 3, 6])
 @pytest.mark.parametrize("dtype, fill", [(torch.float64, 0.0), (torch.bool, False)])
 def test_look_around_places_block_j_minus_each_offset_and_fills_the_rest(offsets, num_blocks, dtype, fill):
@@ -527,8 +527,9 @@ def test_look_around_gradient_sums_in_a_gathers_order_bit_for_bit(offsets):
     assert torch.equal(got, want)
 
 
-@pytest.mark.parametrize("offsets", [(2, 1, 0), (1, 0, -1), (0, -1, -2)])
+@pytest.mark.parametrize("offsets", [(2, 1, 0), (1, 0, -1), (0, -1, -2), (7, 6, 5), (-5, -6)])
 def test_look_around_gradient_is_autograds(offsets):
+    """(7, 6, 5) and (-5, -6) reach past all four blocks: every slot is fill, the gradient zero."""
     from colt5_lightning.layers.local_attention import _look_around
     blocks = torch.randn(2, 4, 3, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda b: _look_around(b, offsets, 0.0), (blocks,))

@@ -18,9 +18,14 @@ LIGHT_POSITIONS = ("none", "rotary", "relative")
 
 
 def _shifted_ranges(offsets, nw: int):
-    """For each offset o: (slot, dest_lo, dest_hi), the output blocks j in [dest_lo, dest_hi) whose
-    slot holds block j - o; the others lie before the start or past the end."""
-    return [(slot, min(max(o, 0), nw), max(min(nw + o, nw), 0)) for slot, o in enumerate(offsets)]
+    """For each offset o, by ascending o: (slot, lo, hi, src_lo, src_hi): output blocks lo .. hi-1
+    hold blocks src_lo .. src_hi-1 (= j - o) in that slot; the others lie before the start or past
+    the end. An offset that reaches past every block gets empty ranges at 0."""
+    ranges = []
+    for slot, o in sorted(enumerate(offsets), key=lambda so: so[1]):
+        lo, hi = min(max(o, 0), nw), max(min(nw + o, nw), 0)
+        ranges.append((slot, lo, hi, lo - o, hi - o) if lo < hi else (slot, 0, 0, 0, 0))
+    return ranges
 
 
 class _LookAround(torch.autograd.Function):
@@ -32,9 +37,8 @@ class _LookAround(torch.autograd.Function):
     def forward(ctx, blocks: Tensor, offsets: tuple, fill) -> Tensor:
         b, nw = blocks.shape[:2]
         out = blocks.new_empty(b, nw, len(offsets), *blocks.shape[2:])
-        for slot, lo, hi in _shifted_ranges(offsets, nw):
-            o = offsets[slot]
-            out[:, lo:hi, slot] = blocks[:, lo - o:hi - o]
+        for slot, lo, hi, src_lo, src_hi in _shifted_ranges(offsets, nw):
+            out[:, lo:hi, slot] = blocks[:, src_lo:src_hi]
             out[:, :lo, slot] = fill
             out[:, hi:, slot] = fill
         ctx.offsets = offsets
@@ -43,21 +47,15 @@ class _LookAround(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
-        nw = grad.shape[1]
-        # Added by ascending offset: the order in which an index_add over the look-around (this
-        # function's predecessor) summed them, so gradients stay the same bit for bit. The own
-        # slot (offset 0) covers every block; when it is among the first two terms (the causal and
-        # the bidirectional windows), copying it first saves zeroing the gradient (a + b = b + a).
-        ranges = sorted(_shifted_ranges(ctx.offsets, nw), key=lambda r: ctx.offsets[r[0]])
-        own = ctx.offsets.index(0) if 0 in sorted(ctx.offsets)[:2] else None
-        if own is None:
-            grad_blocks = grad.new_zeros(grad.shape[:2] + grad.shape[3:])
-        else:
-            grad_blocks = grad[:, :, own].clone(memory_format=torch.contiguous_format)
-        for slot, lo, hi in ranges:
-            if slot != own:
-                o = ctx.offsets[slot]
-                grad_blocks[:, lo - o:hi - o] += grad[:, lo:hi, slot]
+        # By ascending offset, the order in which the index_add this replaced summed them, so the
+        # gradients are the same bit for bit. The first term is copied (0 + a = a), saving a zero-fill.
+        (slot, lo, hi, src_lo, src_hi), *rest = _shifted_ranges(ctx.offsets, grad.shape[1])
+        grad_blocks = torch.empty_like(grad[:, :, slot], memory_format=torch.contiguous_format)
+        grad_blocks[:, src_lo:src_hi] = grad[:, lo:hi, slot]
+        grad_blocks[:, :src_lo] = 0
+        grad_blocks[:, src_hi:] = 0
+        for slot, lo, hi, src_lo, src_hi in rest:
+            grad_blocks[:, src_lo:src_hi] += grad[:, lo:hi, slot]
         return grad_blocks, None, None
 
 

@@ -226,24 +226,20 @@ class CausalRouter(nn.Module):
 
         seg_scores, seg_valid = to_segments(scores.detach(), L), to_segments(valid, L, fill=False)
 
-        def raw_duals(slot_counts: tuple) -> list:  # [(b, r, S) per slot count, its window and rate]
-            judged = [judging_window(slots, math.ceil(self.burst * slots), reference, L, self.history)
-                      for slots in slot_counts]
-            if self.solver["method"] == "exact":  # windows cut by the start route less
-                if len({segments for segments, _ in judged}) == 1:  # one pass over the candidates serves all
-                    duals = window_duals(seg_scores, seg_valid, judged[0][0], tuple(rate for _, rate in judged),
-                                         self.solver["eps"]).unbind(0)
-                else:
-                    duals = [window_duals(seg_scores, seg_valid, segments, rate, self.solver["eps"])
-                             for segments, rate in judged]
-                return list(zip(duals, judged))
-            out = []
-            for segments, rate in judged:
-                windows = windows_before(seg_scores, segments, 0.0)
-                window_valid = windows_before(seg_valid, segments, False)
-                budget = rate * window_valid.sum(-1, keepdim=True)
-                out.append((dual_per_row(windows, budget, window_valid, **self.solver)[..., 0], (segments, rate)))
-            return out
+        def window_duals_of(judged: list) -> list:  # [(b, r, S)] for each (segments, rate)
+            if self.solver["method"] != "exact":
+                duals = []
+                for segments, rate in judged:
+                    window_valid = windows_before(seg_valid, segments, False)
+                    budget = rate * window_valid.sum(-1, keepdim=True)
+                    duals.append(dual_per_row(windows_before(seg_scores, segments, 0.0), budget, window_valid,
+                                              **self.solver)[..., 0])
+                return duals
+            if len({segments for segments, _ in judged}) == 1:  # one pass over the candidates serves all
+                return list(window_duals(seg_scores, seg_valid, judged[0][0], tuple(r for _, r in judged),
+                                         self.solver["eps"]).unbind(0))
+            return [window_duals(seg_scores, seg_valid, segments, rate, self.solver["eps"])
+                    for segments, rate in judged]
 
         def threshold(dual: Tensor, segments: int, rate: float) -> Tensor:  # (b, r, n): each token's dual
             before = torch.maximum(dual, F.pad(dual[..., :-1], (1, 0), value=float("-inf")))
@@ -256,8 +252,10 @@ class CausalRouter(nn.Module):
 
         k = self.num_slots(num_tokens, n, training=False)
         m = self.num_slots(num_tokens, n)
-        with named_errors(self.label):
-            thresholds = [threshold(dual, *judged) for dual, judged in raw_duals((k,) if m == k else (k, m))]
+        judged = [judging_window(slots, math.ceil(self.burst * slots), reference, L, self.history)
+                  for slots in ((k,) if m == k else (k, m))]  # (segments, rate) of each threshold
+        with named_errors(self.label):  # windows cut by the start route less
+            thresholds = [threshold(dual, *window) for dual, window in zip(window_duals_of(judged), judged)]
         a, a_fetch = thresholds[0], thresholds[-1]
         eligible = valid & (scores.detach() + a_fetch >= 0)
 
